@@ -1,4 +1,41 @@
 """The INR: position sampling, neighbour index, decoder, batched decode and fitting (pure PyTorch)."""
+from arc.field.colour import from_fit_space, to_fit_space
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
+from arc.field.decode import decode_queries, render
+from arc.field.decoder import Decoder, decoder_hash, load_decoder, save_decoder
+from arc.field.errors import DecoderFileError, FieldInputError
+from arc.field.fitting import FitResult, fit_clouds, fit_group, new_decoder, pack_groups, pretrain_decoder
+from arc.field.group import FieldGroup, FrozenStep, Pass
+from arc.field.neighbours import nearest_latents, pixel_grid, pixel_neighbours
+from arc.field.sampling import gradient_norm, latent_count, sample_positions
 
-__all__ = ["FieldConfig", "FitConfig", "PretrainConfig"]
+__all__ = [
+    "Decoder",
+    "DecoderFileError",
+    "FieldConfig",
+    "FieldGroup",
+    "FieldInputError",
+    "FitConfig",
+    "FitResult",
+    "FrozenStep",
+    "Pass",
+    "PretrainConfig",
+    "decode_queries",
+    "decoder_hash",
+    "fit_clouds",
+    "fit_group",
+    "from_fit_space",
+    "gradient_norm",
+    "latent_count",
+    "load_decoder",
+    "nearest_latents",
+    "new_decoder",
+    "pack_groups",
+    "pixel_grid",
+    "pixel_neighbours",
+    "pretrain_decoder",
+    "render",
+    "sample_positions",
+    "save_decoder",
+    "to_fit_space",
+]

@@ -1,0 +1,95 @@
+"""Decoding clouds at arbitrary query points, and rendering them back to images (chunked, no grad)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from arc.cloud import CloudBatch
+from arc.field.colour import from_fit_space
+from arc.field.decoder import Decoder
+from arc.field.errors import FieldInputError
+from arc.field.neighbours import nearest_latents
+
+DECODE_CHUNK = 1 << 18
+
+
+def _decode_one(decoder: Decoder, pos: Tensor, lat: Tensor, queries: Tensor, spacing: float, n: int, chunk: int) -> Tensor:
+    """Decoder output [Q, C] for one cloud (pos [k, 2], lat [k, z]) at queries [Q, 2]."""
+    device = lat.device
+    out = []
+    for q in queries.split(chunk):
+        nbr = nearest_latents(pos, q, n).to(device)  # [q, n]
+        q = q.to(device, torch.float32)
+        off = (pos.to(device)[nbr] - q[:, None, :]).reshape(q.shape[0], 2 * n) / spacing
+        x = torch.cat([lat[nbr].reshape(q.shape[0], -1), off], dim=1)
+        out.append(decoder(x.to(next(decoder.parameters()).dtype)).float())
+    return torch.cat(out) if out else lat.new_zeros(0, decoder.channels)
+
+
+@torch.no_grad()
+def decode_queries(
+    decoder: Decoder,
+    clouds: CloudBatch,
+    queries: Tensor,
+    query_offset: Tensor,
+    spacing: float,
+    neighbours: int,
+    chunk: int = DECODE_CHUNK,
+) -> Tensor:
+    """Decode a ragged batch of clouds at query points -> [Q, C] in fit space.
+
+    queries [Q, 2] (row, col) float; query_offset [B] int64 cumulative query counts
+    (queries of cloud b are rows query_offset[b-1]:query_offset[b]). Runs on the device
+    of ``clouds.lat``; neighbours are found per cloud on the CPU in chunks of ``chunk``.
+    """
+    query_offset = torch.as_tensor(query_offset, dtype=torch.long).cpu()
+    if query_offset.numel() != len(clouds):
+        raise FieldInputError(f"query_offset has {query_offset.numel()} entries for {len(clouds)} clouds")
+    if query_offset.numel() and int(query_offset[-1]) != queries.shape[0]:
+        raise FieldInputError(f"query_offset ends at {int(query_offset[-1])} but there are {queries.shape[0]} queries")
+    q_start = (query_offset - torch.diff(query_offset, prepend=query_offset.new_zeros(1))).tolist()
+    l_end, l_start = clouds.offset.tolist(), clouds.starts().tolist()
+    out = []
+    for b in range(len(clouds)):
+        pos, lat = clouds.pos[l_start[b] : l_end[b]], clouds.lat[l_start[b] : l_end[b]]
+        out.append(_decode_one(decoder, pos, lat, queries[q_start[b] : int(query_offset[b])], spacing, neighbours, chunk))
+    return torch.cat(out) if out else clouds.lat.new_zeros(0, decoder.channels)
+
+
+@torch.no_grad()
+def render(
+    decoder: Decoder,
+    clouds: CloudBatch,
+    spacing: float,
+    neighbours: int,
+    scale: int = 1,
+    canvas: Optional[Sequence[int]] = None,
+    chunk: int = DECODE_CHUNK,
+) -> list[Tensor]:
+    """Render every cloud to an image [C, H*scale, W*scale] in [0, 1] (colour transform undone, clamped).
+
+    Queries sit at sub-pixel centres: row = (i + 0.5) / scale - 0.5 for i < H*scale (likewise
+    columns). ``canvas`` = (H, W) renders every cloud on that size instead of its own.
+    """
+    if int(scale) != scale or scale < 1:
+        raise FieldInputError(f"scale must be a positive integer, got {scale}")
+    scale = int(scale)
+    images = []
+    l_end, l_start = clouds.offset.tolist(), clouds.starts().tolist()
+    for b in range(len(clouds)):
+        height, width = (int(v) for v in (canvas if canvas is not None else clouds.size[b].tolist()))
+        rows = (torch.arange(height * scale, dtype=torch.float32) + 0.5) / scale - 0.5
+        cols = (torch.arange(width * scale, dtype=torch.float32) + 0.5) / scale - 0.5
+        pos, lat = clouds.pos[l_start[b] : l_end[b]], clouds.lat[l_start[b] : l_end[b]]
+        out = torch.empty(decoder.channels, rows.numel() * cols.numel(), device=lat.device)
+        rows_per_chunk = max(1, chunk // cols.numel())
+        for r0 in range(0, rows.numel(), rows_per_chunk):
+            block = torch.cartesian_prod(rows[r0 : r0 + rows_per_chunk], cols).reshape(-1, 2)
+            pred = _decode_one(decoder, pos, lat, block, spacing, neighbours, chunk)
+            a = r0 * cols.numel()
+            out[:, a : a + block.shape[0]] = pred.t()
+        image = from_fit_space(out, clouds.colour_mean[b], clouds.colour_std[b]).clamp_(0.0, 1.0)
+        images.append(image.reshape(decoder.channels, rows.numel(), cols.numel()))
+    return images

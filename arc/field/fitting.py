@@ -1,0 +1,183 @@
+"""Batched fitting of latent clouds (frozen decoder) and joint decoder pretraining.
+
+Images are packed into groups whose per-step supervised pixel count fits the
+pixel budget; each group is a :class:`~arc.field.group.FieldGroup` fitted with
+one Adam over its flat latent tensor. Because the loss is the sum of per-image
+mean squared errors and Adam is element-wise, the result of an image does not
+depend on which images share its group.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from arc.cloud import CloudBatch
+from arc.field.config import FieldConfig, FitConfig, PretrainConfig
+from arc.field.decoder import Decoder
+from arc.field.errors import FieldInputError
+from arc.field.group import FieldGroup, FrozenStep, chunk_size
+from arc.seeding import item_seed
+
+Progress = Callable[[int, Tensor], None]
+
+_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+@dataclass
+class FitResult:
+    """Fitted clouds (CPU, in input order) and their PSNR [B] on the [0, 1] images."""
+
+    clouds: CloudBatch
+    psnr: Tensor
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def _adam(params: list, lr: float, device: torch.device) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
+def pack_groups(sizes: Sequence[tuple[int, int]], pixel_fraction: float, pixel_budget: int) -> list[list[int]]:
+    """Consecutive image numbers packed so each group's per-step supervised pixels fit the budget.
+
+    An image whose own chunk exceeds the budget gets a group of its own (its steps are
+    split into passes).
+    """
+    groups: list[list[int]] = []
+    load = 0
+    for i, (height, width) in enumerate(sizes):
+        m = chunk_size(int(height) * int(width), pixel_fraction)
+        if groups and load + m <= pixel_budget:
+            groups[-1].append(i)
+            load += m
+        else:
+            groups.append([i])
+            load = m
+    return groups
+
+
+def fit_group(group: FieldGroup, decoder: Decoder, fit: FitConfig) -> Tensor:
+    """Run ``fit.steps`` Adam steps on the group's latents with the decoder frozen; return [B] PSNR."""
+    dtype = _DTYPES[fit.precision] if group.device.type == "cuda" else torch.float32
+    engine = FrozenStep(decoder, group, dtype)
+    latents = group.latents
+    grad = torch.zeros_like(latents)
+    latents.grad = grad
+    optimiser = _adam([latents], fit.lr, group.device)
+    with torch.no_grad():
+        for step in range(fit.steps):
+            grad.zero_()
+            for piece in group.passes(step):
+                engine.accumulate(latents, grad, piece)
+            optimiser.step()
+    latents.grad = None
+    return group.psnr(decoder)
+
+
+def fit_clouds(
+    images: Sequence[Tensor],
+    decoder: Decoder,
+    field: FieldConfig,
+    fit: FitConfig,
+    split: str,
+    indices: Sequence[int],
+    labels: Optional[Sequence[int]] = None,
+    device: torch.device | str | None = None,
+    progress: Optional[Progress] = None,
+) -> FitResult:
+    """Fit one latent cloud per image [C, H, W] in [0, 1] against the frozen ``decoder``.
+
+    Seeds come from (fit.seed, split, indices[i]); labels default to -1. ``progress(images_done,
+    psnr_of_that_group)`` is called after every group. Returns clouds in input order.
+    """
+    if len(images) != len(indices):
+        raise FieldInputError(f"{len(images)} images but {len(indices)} source indices")
+    if labels is not None and len(labels) != len(images):
+        raise FieldInputError(f"{len(images)} images but {len(labels)} labels")
+    if not images:
+        raise FieldInputError("fit_clouds needs at least one image")
+    for im in images:
+        if im.ndim != 3 or im.shape[0] != decoder.channels:
+            raise FieldInputError(f"an image of shape {tuple(im.shape)} does not match a {decoder.channels}-channel decoder")
+    if decoder.latent_dim != field.latent_dim or decoder.neighbours != field.neighbours:
+        raise FieldInputError(
+            f"decoder (z={decoder.latent_dim}, n={decoder.neighbours}) does not match the field "
+            f"(z={field.latent_dim}, n={field.neighbours})"
+        )
+    device = _device(device)
+    decoder = decoder.to(device)
+    clouds, psnrs, done = [], [], 0
+    for members in pack_groups([tuple(im.shape[1:]) for im in images], fit.pixel_fraction, fit.pixel_budget):
+        group = FieldGroup(
+            [images[i] for i in members], field, split, [indices[i] for i in members],
+            fit.seed, fit.pixel_fraction, fit.pixel_budget, device,
+        )
+        psnr = fit_group(group, decoder, fit)
+        clouds.append(group.clouds(labels=None if labels is None else [labels[i] for i in members]))
+        psnrs.append(psnr)
+        done += len(members)
+        if progress is not None:
+            progress(done, psnr)
+    return FitResult(CloudBatch.concat(clouds), torch.cat(psnrs))
+
+
+def new_decoder(field: FieldConfig, channels: int, seed: int) -> Decoder:
+    """A decoder with PyTorch's default init drawn from a seed (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(item_seed(seed, "decoder-init", 0))
+        return Decoder(field.latent_dim, field.neighbours, channels)
+
+
+def pretrain_decoder(
+    images: Sequence[Tensor],
+    field: FieldConfig,
+    pretrain: PretrainConfig,
+    split: str,
+    indices: Sequence[int],
+    device: torch.device | str | None = None,
+    progress: Optional[Callable[[int, float], None]] = None,
+    pixel_budget: int = FitConfig.pixel_budget,
+) -> tuple[Decoder, Tensor]:
+    """Train a shared decoder jointly with the latents of ``images`` (one group, one Adam).
+
+    Same loss and pixel schedule as fitting; ``progress(step, loss)`` after each step.
+    Returns (decoder on CPU, eval mode, [B] PSNR of the jointly fitted images).
+    """
+    if not images:
+        raise FieldInputError("decoder pretraining needs at least one image")
+    device = _device(device)
+    decoder = new_decoder(field, int(images[0].shape[0]), pretrain.seed).to(device)
+    group = FieldGroup(images, field, split, indices, pretrain.seed, pretrain.pixel_fraction, pixel_budget, device)
+    optimiser = _adam([*decoder.parameters(), group.latents], pretrain.lr, device)
+    for step in range(pretrain.steps):
+        optimiser.zero_grad(set_to_none=False)
+        total = 0.0
+        for piece in group.passes(step):
+            loss = group.loss(decoder, group.latents, piece)
+            loss.backward()
+            total += float(loss.detach())
+        optimiser.step()
+        if progress is not None:
+            progress(step + 1, total)
+    psnr = group.psnr(decoder)
+    return decoder.eval().cpu(), psnr
+
+
+def total_steps_pixels(sizes: Sequence[tuple[int, int]], fit: FitConfig) -> int:
+    """Supervised pixels over a whole fit of images of these sizes (for FLOP accounting)."""
+    total = 0
+    for height, width in sizes:
+        pixels = int(height) * int(width)
+        m = chunk_size(pixels, fit.pixel_fraction)
+        c = math.ceil(pixels / m)
+        full, rest = divmod(fit.steps, c)
+        per_cycle = pixels
+        chunk_pixels = [min(m, pixels - r * m) for r in range(c)]
+        total += full * per_cycle + sum(chunk_pixels[:rest])
+    return total

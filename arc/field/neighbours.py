@@ -1,0 +1,101 @@
+"""The indexing function U_n: the n nearest latents of each query, ordered by (distance, latent index).
+
+Ties are frequent on integer lattices, so the order is made exact and
+deterministic: squared distances are computed in float64 and sorted
+lexicographically with the latent index. Small clouds use a brute-force
+stable sort; large ones use a scipy cKDTree with extra candidates, and rows
+whose tie set at the n-th distance could reach past the candidates are
+re-queried with a ball query that returns every latent at that distance.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from arc.field.errors import FieldInputError
+
+BRUTE_FORCE_MAX_LATENTS = 128
+QUERY_CHUNK = 1 << 18
+
+
+def _check(pos: Tensor, queries: Tensor, n: int) -> None:
+    if pos.ndim != 2 or pos.shape[1] != 2 or queries.ndim != 2 or queries.shape[1] != 2:
+        raise FieldInputError(f"positions and queries must be [*, 2], got {tuple(pos.shape)} and {tuple(queries.shape)}")
+    if pos.shape[0] < n:
+        raise FieldInputError(f"a cloud with {pos.shape[0]} latents cannot give {n} neighbours per query")
+    if not bool(torch.isfinite(pos).all()) or not bool(torch.isfinite(queries).all()):
+        raise FieldInputError("positions or queries contain NaN or inf")
+
+
+def _brute_force(pos: Tensor, queries: Tensor, n: int) -> Tensor:
+    chunk = max(1, (1 << 22) // pos.shape[0])
+    out = []
+    for q in queries.split(chunk):
+        d2 = (pos[None, :, 0] - q[:, None, 0]).square() + (pos[None, :, 1] - q[:, None, 1]).square()
+        out.append(torch.sort(d2, dim=1, stable=True).indices[:, :n])  # stable: ties keep index order
+    return torch.cat(out)
+
+
+def _exact_order(pos: np.ndarray, q: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort candidate rows [R, c] by (float64 squared distance, index); return (indices, d2)."""
+    d = pos[cand] - q[:, None, :]
+    d2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
+    order = np.lexsort((cand, d2), axis=1)
+    return np.take_along_axis(cand, order, 1), np.take_along_axis(d2, order, 1)
+
+
+def _tree_chunk(tree: cKDTree, pos: np.ndarray, q: np.ndarray, n: int, extra: int) -> np.ndarray:
+    k = pos.shape[0]
+    kc = min(k, n + extra)
+    _, cand = tree.query(q, k=kc, workers=-1)
+    cand = cand.reshape(len(q), kc)
+    idx, d2 = _exact_order(pos, q, cand)
+    out = idx[:, :n].copy()
+    if kc == k:
+        return out
+    # All latents closer than the farthest candidate are candidates; a row is exact unless
+    # its n-th distance reaches the farthest candidate distance (ties could continue past it).
+    redo = np.nonzero(d2[:, n - 1] >= d2.max(axis=1) * (1 - 1e-12))[0]
+    if redo.size:
+        radius = np.sqrt(d2[redo, n - 1]) * (1 + 1e-9) + 1e-12
+        balls = tree.query_ball_point(q[redo], radius, workers=-1)
+        for row, members in zip(redo, balls):
+            members = np.asarray(members, dtype=np.int64)
+            ridx, _ = _exact_order(pos, q[row : row + 1], members[None])
+            out[row] = ridx[0, :n]
+    return out
+
+
+def nearest_latents(pos: Tensor, queries: Tensor, n: int, extra: int = 12) -> Tensor:
+    """For each query [Q, 2] the indices of its n nearest latents pos [k, 2] -> [Q, n] int64 (CPU).
+
+    Rows are sorted by (Euclidean distance, latent index); distances use float64.
+    """
+    _check(pos, queries, n)
+    pos64 = pos.detach().to("cpu", torch.float64)
+    q64 = queries.detach().to("cpu", torch.float64)
+    if pos64.shape[0] <= BRUTE_FORCE_MAX_LATENTS:
+        return _brute_force(pos64, q64, n)
+    pos_np = pos64.numpy()
+    tree = cKDTree(pos_np)
+    q_np = q64.numpy()
+    out = np.empty((q_np.shape[0], n), dtype=np.int64)
+    for start in range(0, q_np.shape[0], QUERY_CHUNK):
+        out[start : start + QUERY_CHUNK] = _tree_chunk(tree, pos_np, q_np[start : start + QUERY_CHUNK], n, extra)
+    return torch.from_numpy(out)
+
+
+def pixel_grid(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
+    """The row-major pixel-centre grid of an H x W image -> [H*W, 2] float32 (row, col)."""
+    rows = torch.arange(height, device=device, dtype=torch.float32)
+    cols = torch.arange(width, device=device, dtype=torch.float32)
+    return torch.cartesian_prod(rows, cols).reshape(-1, 2)
+
+
+def pixel_neighbours(pos: Tensor, height: int, width: int, n: int) -> Tensor:
+    """Nearest latents of every pixel of an H x W image, row-major -> [H*W, n] int64 (CPU)."""
+    if height < 1 or width < 1:
+        raise FieldInputError(f"image size must be positive, got {height}x{width}")
+    return nearest_latents(pos, pixel_grid(height, width), n)

@@ -1,0 +1,187 @@
+"""The representation stages as plain, idempotent functions (no Lightning).
+
+pretrain_stage: source -> decoder checkpoint (skipped when it exists).
+anchor_stage:   source + decoder -> sharded cloud store (resumable, split across ranks).
+
+The anchoring DataModule calls these from ``setup()``; ``tools/anchor.py``
+calls them for users who fit once and train many classifiers.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from arc.data.sources import ImageReadError, ImageSource
+from arc.field.config import FieldConfig, FitConfig, PretrainConfig
+from arc.field.decoder import load_decoder, save_decoder
+from arc.field.fitting import fit_clouds, pretrain_decoder
+from arc.store import CloudStore, decoder_key, default_store_dir, latent_statistics, store_key
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+Barrier = Callable[[], None]
+
+
+def _no_barrier() -> None:
+    return None
+
+
+def default_decoder_path(source: ImageSource, field: FieldConfig, pretrain: PretrainConfig, root: str | Path) -> Path:
+    """Where the decoder for (source identity, field, pretrain) lives: keyed by their hash."""
+    key = decoder_key(source.identity, asdict(field), asdict(pretrain))
+    return Path(root) / "decoders" / f"{source.name}-{key}.safetensors"
+
+
+def pretraining_indices(num_train: int, pretrain: PretrainConfig) -> list[int]:
+    """The seeded subset of train images (never val or test) that pretrains the decoder."""
+    generator = torch.Generator().manual_seed(pretrain.seed)
+    return sorted(torch.randperm(num_train, generator=generator)[: pretrain.images].tolist())
+
+
+def pretrain_stage(
+    source: ImageSource,
+    field: FieldConfig,
+    pretrain: PretrainConfig,
+    path: str | Path,
+    device: torch.device | str = "cpu",
+) -> Path:
+    """Pretrain the shared decoder on seeded train images and save it to ``path``; a no-op if it exists."""
+    path = Path(path)
+    if path.exists():
+        load_decoder(path)  # refuses a corrupt or foreign file with a clear message
+        log.info("decoder %s exists; pretraining skipped", path)
+        return path
+    train = source.split("train")
+    images, indices = [], []
+    for i in pretraining_indices(len(train), pretrain):
+        try:
+            images.append(train[i][0])
+            indices.append(i)
+        except ImageReadError as error:
+            log.warning("pretraining skips train image %d: %s", i, error)
+    if not images:
+        raise ValueError(f"no readable train image to pretrain the decoder on in {source.spec}")
+    bar = tqdm(total=pretrain.steps, desc="pretrain decoder", unit="step")
+
+    def progress(step: int, psnr: float) -> None:
+        bar.update(step - bar.n)
+        bar.set_postfix(psnr=f"{psnr:.2f}")
+
+    decoder, psnr = pretrain_decoder(images, field, pretrain, "train", indices, device=device, progress=progress)
+    bar.close()
+    meta = {"source": source.spec, "source_hash": source.identity_hash, "psnr_mean": f"{psnr.mean().item():.4f}"}
+    save_decoder(path, decoder, meta)
+    log.info("pretrained decoder on %d images, mean PSNR %.2f dB -> %s", len(images), psnr.mean().item(), path)
+    return path
+
+
+def open_store(
+    source: ImageSource, field: FieldConfig, fit: FitConfig, decoder_path: Path, store_root: str | Path, path: Optional[str | Path] = None,
+    shard_size: int = 1024,
+) -> CloudStore:
+    """Create or reopen the store keyed by (source identity, field, fit, decoder hash)."""
+    _, meta = load_decoder(decoder_path)
+    key = store_key(source.identity, asdict(field), asdict(fit), meta["hash"])
+    directory = Path(path) if path is not None else default_store_dir(store_root, source.name, key)
+    return CloudStore.create_or_open(
+        directory,
+        key=key,
+        source_identity=source.identity,
+        field=asdict(field),
+        fit=asdict(fit),
+        spacing=field.spacing,
+        decoder_hash=meta["hash"],
+        decoder_path=str(decoder_path),
+        shard_size=shard_size,
+    )
+
+
+def _fit_shard(
+    store: CloudStore, split_name: str, shard: int, source: ImageSource, decoder, field: FieldConfig, fit: FitConfig,
+    device: torch.device | str, bar: tqdm,
+) -> tuple[int, float]:
+    split = source.split(split_name)
+    first = shard * store.shard_size
+    indices = range(first, min(first + store.shard_size, len(split)))
+    images, labels, kept, skipped = [], [], [], []
+    for i in indices:
+        try:
+            image, label = split[i]
+        except ImageReadError as error:
+            log.warning("skipping %s image %d: %s", split_name, i, error)
+            skipped.append(i)
+            continue
+        images.append(image)
+        labels.append(label)
+        kept.append(i)
+    if not kept:
+        store.write_shard(split_name, shard, None, None, skipped)
+        bar.update(len(skipped))
+        return 0, 0.0
+    start, done = time.perf_counter(), [0]
+
+    def progress(images_done: int, psnr: float) -> None:
+        bar.update(images_done - done[0])
+        done[0] = images_done
+        bar.set_postfix(psnr=f"{psnr:.2f}", img_s=f"{images_done / max(time.perf_counter() - start, 1e-9):.1f}")
+
+    result = fit_clouds(images, decoder, field, fit, split_name, kept, labels, device=device, progress=progress)
+    bar.update(len(kept) - done[0] + len(skipped))
+    store.write_shard(split_name, shard, result.clouds, result.psnr, skipped)
+    return len(kept), float(result.psnr.sum())
+
+
+def anchor_stage(
+    source: ImageSource,
+    field: FieldConfig,
+    fit: FitConfig,
+    store: CloudStore,
+    splits: Sequence[str] = SPLITS,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Barrier = _no_barrier,
+    device: torch.device | str = "cpu",
+) -> CloudStore:
+    """Fit every missing shard of ``splits`` into ``store``; rank r fits shards k ≡ r (mod world_size).
+
+    Finished shards are never refitted (resume). After a barrier, rank 0 computes the
+    train-only latent statistics and finalises the manifest; a last barrier follows.
+    """
+    if store.is_complete:
+        return store
+    decoder, _ = load_decoder(store.decoder_path)
+    if decoder.channels != source.channels:
+        raise ValueError(
+            f"decoder {store.decoder_path} outputs {decoder.channels} channels but {source.spec} has {source.channels}"
+        )
+    for split_name in splits:
+        split = source.split(split_name)
+        shards = [k for k in range(store.num_shards(len(split))) if k % world_size == rank]
+        todo = [k for k in shards if not store.has_shard(split_name, k)]
+        total = sum(min(store.shard_size, len(split) - k * store.shard_size) for k in todo)
+        bar = tqdm(total=total, desc=f"anchor {split_name}", unit="img", disable=total == 0)
+        fitted, psnr_sum = 0, 0.0
+        for k in todo:
+            n, s = _fit_shard(store, split_name, k, source, decoder, field, fit, device, bar)
+            fitted, psnr_sum = fitted + n, psnr_sum + s
+        bar.close()
+        if fitted:
+            log.info("rank %d fitted %d %s images, mean PSNR %.2f dB", rank, fitted, split_name, psnr_sum / fitted)
+    barrier()
+    if rank == 0:
+        summary = store.summarise(splits)
+        mean, std = latent_statistics(store, "train")
+        store.finalize(summary, mean, std)
+        for split_name, entry in summary.items():
+            log.info("%s: %d clouds, %d skipped, mean PSNR %.2f dB", split_name, entry["count"], entry["skipped"],
+                     entry["psnr_mean"] if not math.isnan(entry["psnr_mean"]) else float("nan"))
+    barrier()
+    return store.reload()

@@ -1,0 +1,354 @@
+"""ARCClassifier on CPU with tiny synthetic clouds that follow the data contract."""
+from __future__ import annotations
+
+import csv
+import math
+from types import SimpleNamespace
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from arc.classifier import ARCClassifier, ClassifierConfigError, PredictionWriter, _cloud_image, _confusion_image
+from arc.cloud import CloudBatch, CloudError
+
+Z = 4
+TINY = dict(
+    enc_depths=(1, 1, 1, 1),
+    enc_channels=(16, 16, 16, 16),
+    enc_num_head=(2, 2, 2, 2),
+    enc_patch_size=(8, 8, 8, 8),
+    drop_path=0.0,
+    bn_momentum=0.1,
+)
+
+
+def make_cloud(label: int, count: int, g: torch.Generator, index: int = 0, classes: int = 4) -> CloudBatch:
+    """One cloud in a 12 x 12 image whose latents carry the class: lat = 2 e_label + N(0, 1) (+ offset 5)."""
+    pos = torch.randint(0, 12, (count, 2), generator=g).float()
+    lat = torch.randn(count, Z, generator=g) + 5.0
+    lat[:, label % Z] += 2.0
+    return CloudBatch(
+        pos=pos,
+        lat=lat,
+        offset=torch.tensor([count]),
+        label=torch.tensor([label]),
+        size=torch.tensor([[12, 12]]),
+        index=torch.tensor([index]),
+        colour_mean=torch.zeros(1, 1),
+        colour_std=torch.ones(1, 1),
+    )
+
+
+class Clouds(Dataset):
+    def __init__(self, n: int, seed: int, classes: int = 4) -> None:
+        g = torch.Generator().manual_seed(seed)
+        counts = torch.randint(3, 30, (n,), generator=g).tolist()
+        self.items = [make_cloud(i % classes, counts[i], g, index=i) for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> CloudBatch:
+        return self.items[i]
+
+
+def batch_of(counts: list[int], seed: int = 0) -> CloudBatch:
+    g = torch.Generator().manual_seed(seed)
+    return CloudBatch.concat([make_cloud(i % 4, k, g, index=i) for i, k in enumerate(counts)])
+
+
+class CloudData(pl.LightningDataModule):
+    """What the classifier needs from a datamodule: loaders, latent_stats, class_names."""
+
+    def __init__(self, train: int = 64, val: int = 32, batch_size: int = 16) -> None:
+        super().__init__()
+        self.train_set, self.val_set = Clouds(train, seed=1), Clouds(val, seed=2)
+        lat = torch.cat([c.lat for c in self.train_set.items])
+        self.latent_stats = (lat.mean(0), lat.std(0, unbiased=False))
+        self.class_names = ["ant", "bee", "cat", "dog"]
+        self.num_classes = 4
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, self.batch_size, shuffle=True, collate_fn=CloudBatch.concat)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, self.batch_size, collate_fn=CloudBatch.concat)
+
+    def test_dataloader(self):
+        return self.val_dataloader()
+
+    def predict_dataloader(self):
+        return self.val_dataloader()
+
+
+def tiny(**kwargs) -> ARCClassifier:
+    kwargs.setdefault("backbone", TINY)
+    kwargs.setdefault("num_classes", 4)
+    return ARCClassifier(latent_dim=Z, **kwargs)
+
+
+def trainer(tmp_path, **kwargs) -> pl.Trainer:
+    defaults = dict(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path, enable_checkpointing=False,
+    )
+    return pl.Trainer(**{**defaults, **kwargs})
+
+
+# ------------------------------------------------------------------ model
+
+
+def test_forward_shapes_with_tiny_and_single_point_clouds():
+    torch.manual_seed(0)
+    model = tiny()
+    model.set_latent_stats(torch.full((Z,), 5.0), torch.ones(Z))
+    model.eval()
+    batch = batch_of([1, 2, 7, 60, 3])  # several clouds below the patch size (8)
+    logits = model(batch)
+    assert logits.shape == (5, 4) and bool(torch.isfinite(logits).all())
+    assert torch.equal(model(batch), logits)  # eval is deterministic (fixed curve order, no drop path)
+    one = model(batch.cloud(0))
+    assert one.shape == (1, 4)
+
+
+def test_paper_architecture_size():
+    model = ARCClassifier(num_classes=10, augment=None)
+    n = sum(p.numel() for p in model.parameters())
+    assert 0.95e6 < n < 1.1e6  # ARC-SPEC §8: about 1.02 M parameters
+    assert isinstance(model.head, torch.nn.Sequential) and len(model.head) == 1
+
+
+def test_mlp_head():
+    model = tiny(head_hidden=[8, 6])
+    widths = [m.out_features for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert widths == [8, 6, 4]
+
+
+def test_augmentations_run_only_in_training():
+    torch.manual_seed(0)
+    model = tiny()
+    model.set_latent_stats(torch.zeros(Z), torch.ones(Z))
+    calls = []
+    real = model.augment
+
+    def spy(batch, normalise=None, generator=None):
+        calls.append(len(batch))
+        return real(batch, normalise=normalise, generator=generator)
+
+    model.augment = spy
+    batch = batch_of([10, 12, 9, 20])
+    model.train()
+    model.training_step(batch, 0)
+    assert calls == [4]
+    model.eval()
+    with torch.no_grad():
+        model.validation_step(batch, 0)
+        model.test_step(batch, 0)
+        model.predict_step(batch, 0)
+    assert calls == [4]
+
+
+def test_training_step_uses_soft_target_cross_entropy():
+    torch.manual_seed(0)
+    model = tiny(augment={"arcmix": 1.0}, backbone={**TINY, "shuffle_orders": False})
+    model.set_latent_stats(torch.zeros(Z), torch.ones(Z))
+    seen = {}
+    real = model.augment
+
+    def keep(batch, normalise=None, generator=None):
+        seen["batch"] = real(batch, normalise=normalise, generator=generator)
+        return seen["batch"]
+
+    model.augment = keep
+    model.train()
+    batch = batch_of([10, 12, 9, 20])
+    loss = model.training_step(batch, 0)
+    mixed = seen["batch"]
+    assert mixed.label.shape == (4, 4)  # ARCMix made soft targets
+    logits = model.classify(mixed.pos, mixed.lat, mixed.offset)  # train-mode BN, no drop path: same logits
+    manual = -(mixed.label * F.log_softmax(logits, 1)).sum(1).mean()
+    assert torch.allclose(loss, manual, atol=1e-5)
+    assert not torch.allclose(loss, F.cross_entropy(logits, batch.label))
+
+
+def test_whole_normalisation_pools_per_dim_stats():
+    lat = torch.randn(1000, Z) * torch.tensor([1.0, 2.0, 3.0, 4.0]) + torch.tensor([0.0, 1.0, -2.0, 5.0])
+    model = tiny(normalisation="whole")
+    model.set_latent_stats(lat.mean(0), lat.std(0, unbiased=False))
+    out = model.normalise(lat)
+    assert abs(float(out.mean())) < 1e-4 and abs(float(out.std(unbiased=False)) - 1.0) < 1e-4
+    per_dim = tiny()
+    per_dim.set_latent_stats(lat.mean(0), lat.std(0, unbiased=False))
+    out = per_dim.normalise(lat)
+    assert torch.allclose(out.mean(0), torch.zeros(Z), atol=1e-4)
+    assert torch.allclose(out.std(0, unbiased=False), torch.ones(Z), atol=1e-4)
+    raw = tiny(normalisation="none")
+    assert torch.equal(raw.normalise(lat), lat)
+
+
+def test_scheduler_warmup_cosine():
+    model = tiny(scheduler="warmup_cosine", warmup_epochs=2, optimizer={"lr": 0.1})
+    model._trainer = SimpleNamespace(max_epochs=6)
+    config = model.configure_optimizers()
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(0.1)
+    assert lrs[2] > lrs[3] > lrs[4] > lrs[5]
+    assert opt.param_groups[0]["weight_decay"] == 1e-3
+    constant = tiny()
+    assert isinstance(constant.configure_optimizers(), torch.optim.AdamW)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_bad_batches_raise_clear_errors():
+    model = tiny()
+    model.set_latent_stats(torch.zeros(Z), torch.ones(Z))
+    good = batch_of([5, 6])
+    empty = CloudBatch(**{**good.__dict__, "offset": torch.tensor([5, 5]), "pos": good.pos[:5], "lat": good.lat[:5]})
+    with pytest.raises(CloudError, match="empty"):
+        model(empty)
+    nan = CloudBatch(**{**good.__dict__, "lat": good.lat.clone()})
+    nan.lat[3, 1] = float("nan")
+    with pytest.raises(CloudError, match="NaN"):
+        model(nan)
+    wrong = CloudBatch(**{**good.__dict__, "label": torch.tensor([0, 4])})
+    with pytest.raises(CloudError, match=r"labels must be in \[0, 4\)"):
+        model.training_step(wrong, 0)
+    with pytest.raises(CloudError, match="labels"):
+        model.validation_step(CloudBatch(**{**good.__dict__, "label": torch.tensor([-1, 0])}), 0)
+    with pytest.raises(CloudError, match="dims"):
+        model(CloudBatch(**{**good.__dict__, "lat": good.lat[:, :2]}))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(augment={"cutmix": 0.5}), "unknown augmentation 'cutmix'"),
+        (dict(normalisation="batch"), "normalisation must be one of"),
+        (dict(scheduler="step"), "scheduler must be one of"),
+        (dict(backbone={"depths": (1, 1)}), r"backbone: unknown.*'depths'.*enc_depths"),
+        (dict(optimizer={"learning_rate": 1.0}), "unknown AdamW parameter"),
+        (dict(num_classes=0), "num_classes"),
+        (dict(class_names=["a", "b"]), "class_names has 2 names for 4 classes"),
+        (dict(head_hidden=[0]), "head_hidden"),
+    ],
+)
+def test_invalid_settings_raise_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**kwargs)
+
+
+def test_missing_latent_stats_is_a_clear_error(tmp_path):
+    model = tiny()
+    with pytest.raises(ClassifierConfigError, match="latent statistics"):
+        model(batch_of([4, 4]))
+    data = CloudData(train=8, val=4)
+    del data.latent_stats
+    with pytest.raises(ClassifierConfigError, match="latent_stats"):
+        trainer(tmp_path, max_epochs=1).fit(model, datamodule=data)
+    with pytest.raises(ClassifierConfigError, match="entries"):
+        model.set_latent_stats(torch.zeros(3), torch.ones(3))
+
+
+# ------------------------------------------------------------------ metrics
+
+
+class Oracle(ARCClassifier):
+    """Predicts class round(lat[0, 0]) of each cloud: lets a test choose every prediction."""
+
+    def classify(self, pos, feat, offset):
+        starts = offset - torch.diff(offset, prepend=offset.new_zeros(1))
+        pred = feat[starts, 0].round().long()
+        return F.one_hot(pred, self.num_classes).float() * 10 + self.head[0].bias * 0
+
+
+def test_per_class_metrics_on_a_hand_made_example(tmp_path):
+    truth = [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
+    preds = [0, 0, 0, 1, 1, 2, 2, 2, 0, 0]  # class 0: 3/4, class 1: 1/2, class 2: 2/4, class 3 absent
+    clouds = []
+    for i, (t, p) in enumerate(zip(truth, preds)):
+        c = make_cloud(t, 3, torch.Generator().manual_seed(i), index=i)
+        c.lat[:] = float(p)
+        clouds.append(c)
+    model = Oracle(num_classes=4, latent_dim=Z, backbone=TINY, normalisation="none", class_names=["a", "b", "c", "d"])
+    loader = DataLoader(clouds, batch_size=4, collate_fn=CloudBatch.concat)
+    result = trainer(tmp_path).test(model, loader, verbose=False)[0]
+    assert result["test/acc"] == pytest.approx(6 / 10)
+    assert result["test/acc_macro"] == pytest.approx((3 / 4 + 1 / 2 + 2 / 4) / 3)
+    assert result["test/acc_class/a"] == pytest.approx(0.75)
+    assert result["test/acc_class/b"] == pytest.approx(0.5)
+    assert result["test/acc_class/c"] == pytest.approx(0.5)
+    assert "test/acc_class/d" not in result
+    expected = torch.zeros(4, 4, dtype=torch.long)
+    for t, p in zip(truth, preds):
+        expected[t, p] += 1
+    assert torch.equal(model.test_confusion_matrix, expected)
+
+
+def test_media_images_are_rendered():
+    matrix = torch.tensor([[3, 1], [0, 2]])
+    image = _confusion_image(matrix, ["a", "b"])
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype.name == "uint8"
+    clouds = batch_of([10, 20, 5])
+    image = _cloud_image(clouds, ["x", "y", "z"])
+    assert image.ndim == 3 and image.shape[1] > image.shape[0]
+
+
+def test_media_go_to_the_wandb_logger_once_per_validation_epoch(tmp_path, monkeypatch):
+    logged = []
+    fake = SimpleNamespace(log_image=lambda key, images, step: logged.append((key, images[0].shape)))
+    monkeypatch.setattr(ARCClassifier, "_wandb", lambda self: fake)
+    torch.manual_seed(0)
+    data = CloudData(train=16, val=8, batch_size=8)
+    trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0).fit(tiny(), datamodule=data)
+    keys = [k for k, _ in logged]
+    assert keys == ["val/confusion_matrix", "val/clouds"] * 2
+
+
+# ------------------------------------------------------------------ Lightning end to end
+
+
+def test_fit_learns_checkpoint_keeps_stats_and_predict_writes_csv(tmp_path):
+    pl.seed_everything(0)
+    data = CloudData(train=64, val=32, batch_size=16)
+    model = tiny(optimizer={"lr": 3e-3})
+    fit = trainer(tmp_path, max_epochs=6)
+    fit.fit(model, datamodule=data)
+    acc = float(fit.callback_metrics["val/acc"])
+    assert acc > 0.5, acc  # chance is 0.25
+    assert model.class_names == ["ant", "bee", "cat", "dog"]
+    assert torch.allclose(model.latent_mean, data.latent_stats[0])
+
+    path = tmp_path / "model.ckpt"
+    fit.save_checkpoint(path)
+    restored = ARCClassifier.load_from_checkpoint(path)
+    assert torch.equal(restored.latent_mean, model.latent_mean)
+    assert torch.equal(restored.latent_std, model.latent_std)
+    restored.eval()
+    model.eval()
+    batch = next(iter(data.val_dataloader()))
+    assert torch.allclose(restored(batch), model(batch), atol=1e-5)
+
+    out = tmp_path / "pred" / "predictions.csv"
+    restored.class_names = data.class_names
+    trainer(tmp_path, callbacks=[PredictionWriter(out)]).predict(restored, data.predict_dataloader(), return_predictions=False)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 32
+    assert list(rows[0])[:7] == ["index", "label", "pred", "top1_class", "top1_prob", "top2_class", "top2_prob"]
+    assert sorted(int(r["index"]) for r in rows) == list(range(32))
+    first = rows[0]
+    assert data.class_names[int(first["pred"])] == first["top1_class"]
+    probs = [float(first[f"top{i}_prob"]) for i in range(1, 5)]
+    assert probs == sorted(probs, reverse=True) and math.isclose(sum(probs), 1.0, abs_tol=1e-4)
+    correct = sum(int(r["pred"]) == int(r["label"]) for r in rows)
+    assert correct / 32 > 0.5

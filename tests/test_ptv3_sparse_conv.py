@@ -1,0 +1,123 @@
+"""Pure-PyTorch submanifold sparse convolution against dense convolutions."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ptv3.point import make_point
+from ptv3.sparse_conv import SubMConv3d, neighbour_map, spconv_available, tap_index, use_spconv
+
+
+def _dense_to_points(dense: torch.Tensor, active: torch.Tensor):
+    """dense [C, H, W], active [H, W] bool -> Point with one point per active pixel (x=row, y=col, z=0)."""
+    rows, cols = torch.nonzero(active, as_tuple=True)
+    coord = torch.stack([rows, cols, torch.zeros_like(rows)], dim=1).float()
+    feat = dense[:, rows, cols].t().contiguous()
+    # pin the per-cloud grid origin at (0, 0) with a given grid_coord
+    point = make_point({"coord": coord, "feat": feat, "offset": torch.tensor([len(rows)]),
+                        "grid_coord": coord.long()}, grid_size=1.0)
+    return point
+
+
+def _conv_from_dense(weight2d: torch.Tensor, bias: torch.Tensor) -> SubMConv3d:
+    c_out, c_in, k, _ = weight2d.shape
+    conv = SubMConv3d(c_in, c_out, k, bias=True)
+    with torch.no_grad():
+        conv.weight.normal_()  # z taps get junk: they must never be used on flat input
+        r = k // 2
+        for a in range(k):
+            for b in range(k):
+                conv.weight[tap_index(a - r, b - r, 0, k)] = weight2d[:, :, a, b].t()
+        conv.bias.copy_(bias)
+    return conv
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_full_grid_equals_conv2d(k):
+    g = torch.Generator().manual_seed(k)
+    dense = torch.randn(4, 7, 9, generator=g)
+    weight, bias = torch.randn(6, 4, k, k, generator=g), torch.randn(6, generator=g)
+    point = _dense_to_points(dense, torch.ones(7, 9, dtype=torch.bool))
+    out = _conv_from_dense(weight, bias)(point.feat, point)
+    ref = F.conv2d(dense[None], weight, bias, padding=k // 2)[0]
+    rows, cols = point.grid_coord[:, 0], point.grid_coord[:, 1]
+    torch.testing.assert_close(out, ref[:, rows, cols].t(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_sparse_pattern_equals_masked_conv2d_with_gradients(k):
+    g = torch.Generator().manual_seed(10 + k)
+    active = torch.rand(12, 10, generator=g) < 0.35
+    dense = torch.randn(3, 12, 10, generator=g) * active
+    weight, bias = torch.randn(5, 3, k, k, generator=g), torch.randn(5, generator=g)
+    point = _dense_to_points(dense, active)
+    conv = _conv_from_dense(weight, bias)
+    feat = point.feat.clone().requires_grad_(True)
+    out = conv(feat, point)
+
+    dense_in = dense.clone().requires_grad_(True)
+    w2d = weight.clone().requires_grad_(True)
+    ref_full = F.conv2d((dense_in * active)[None], w2d, bias, padding=k // 2)[0]
+    rows, cols = point.grid_coord[:, 0], point.grid_coord[:, 1]
+    ref = ref_full[:, rows, cols].t()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+    upstream = torch.randn(out.shape, generator=g)
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(feat.grad, dense_in.grad[:, rows, cols].t(), rtol=1e-4, atol=1e-4)
+    r = k // 2
+    for a in range(k):
+        for b in range(k):
+            torch.testing.assert_close(conv.weight.grad[tap_index(a - r, b - r, 0, k)], w2d.grad[:, :, a, b].t(),
+                                       rtol=1e-4, atol=1e-4)
+    assert conv.weight.grad[tap_index(0, 0, 1, k)].abs().sum() == 0
+
+
+def test_3d_sparse_equals_masked_conv3d():
+    g = torch.Generator().manual_seed(3)
+    active = torch.rand(5, 6, 4, generator=g) < 0.4
+    dense = torch.randn(2, 5, 6, 4, generator=g) * active
+    idx = torch.nonzero(active)
+    point = make_point({"coord": idx.float(), "feat": dense[:, idx[:, 0], idx[:, 1], idx[:, 2]].t().contiguous(),
+                        "offset": torch.tensor([len(idx)]), "grid_coord": idx}, grid_size=1.0)
+    conv = SubMConv3d(2, 3, 3, bias=False)
+    weight3d = conv.weight.detach().view(3, 3, 3, 2, 3).permute(4, 3, 0, 1, 2)
+    out = conv(point.feat, point)
+    ref = F.conv3d(dense[None], weight3d, padding=1)[0]
+    g3 = point.grid_coord
+    torch.testing.assert_close(out, ref[:, g3[:, 0], g3[:, 1], g3[:, 2]].t(), rtol=1e-4, atol=1e-4)
+    assert neighbour_map(point, 3).taps.numel() == 27
+
+
+def test_clouds_do_not_see_each_other():
+    coord = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 0, 0], [1, 0, 0]])
+    feat = torch.tensor([[1.0], [2.0], [10.0], [20.0]])
+    point = make_point({"coord": coord, "feat": feat, "offset": torch.tensor([2, 4])}, grid_size=1.0)
+    nmap = neighbour_map(point, 3)
+    assert nmap.taps.numel() == 9  # flat batch: z taps skipped
+    for i in range(4):
+        found = nmap.index[i][nmap.index[i] < 4]
+        assert torch.all(point.batch[found] == point.batch[i])
+    conv = SubMConv3d(1, 1, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    assert conv(point.feat, point).flatten().tolist() == [3.0, 3.0, 30.0, 30.0]
+
+
+def test_spconv_dispatch_needs_cuda_and_import(monkeypatch):
+    import ptv3.sparse_conv as sc
+
+    monkeypatch.setattr(sc, "spconv_available", lambda: True)
+    assert not use_spconv(torch.device("cpu"))
+    assert use_spconv(torch.device("cuda"))
+    monkeypatch.setattr(sc, "spconv_available", lambda: False)
+    assert not use_spconv("cuda")
+
+
+def test_spconv_availability_is_an_import_check():
+    try:
+        import spconv.pytorch  # noqa: F401
+        importable = True
+    except Exception:
+        importable = False
+    assert spconv_available() == importable
