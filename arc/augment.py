@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -133,7 +134,7 @@ def _check_nonneg(name: str, key: str, value: Any) -> float:
     return float(value)
 
 
-class CloudAugmentation:
+class CloudAugmentation(ABC):
     """Base class: ``op(batch, generator=None) -> CloudBatch``; applied to each cloud with probability ``p``."""
 
     name = "augmentation"
@@ -146,9 +147,9 @@ class CloudAugmentation:
             return batch
         return self.apply(batch, _active(batch, self.p, generator), generator)
 
+    @abstractmethod
     def apply(self, batch: CloudBatch, active: Tensor, generator: torch.Generator | None) -> CloudBatch:
         """Transform the clouds where ``active`` [B] is true."""
-        raise TypeError(f"{type(self).__name__} must implement apply()")
 
     def extra_repr(self) -> str:
         return ""

@@ -16,7 +16,7 @@ import inspect
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -152,9 +152,9 @@ class ARCClassifier(pl.LightningModule):
         backbone: dict[str, Any] | None = None,
         head_hidden: list[int] | None = None,
         augment: dict[str, Any] | None = DEFAULT_AUGMENT,
-        normalisation: str = "per_dim",
+        normalisation: Literal["per_dim", "whole", "none"] = "per_dim",
         optimizer: dict[str, Any] | None = None,
-        scheduler: str | None = None,
+        scheduler: Literal["cosine", "warmup_cosine"] | None = None,
         warmup_epochs: int = 0,
         class_names: list[str] | None = None,
         top_k: int = 5,
@@ -292,8 +292,8 @@ class ARCClassifier(pl.LightningModule):
 
     # ------------------------------------------------------------ model
 
-    def check_batch(self, batch: CloudBatch) -> CloudBatch:
-        """Raise :class:`~arc.cloud.CloudError` for a batch the classifier cannot take."""
+    def check_batch(self, batch: CloudBatch, labels: bool = True) -> CloudBatch:
+        """Raise :class:`~arc.cloud.CloudError` for a batch the classifier cannot take (``labels``: check them too)."""
         if not isinstance(batch, CloudBatch):
             raise CloudError(f"expected a CloudBatch, got {type(batch).__name__}")
         batch.validate()
@@ -302,6 +302,8 @@ class ARCClassifier(pl.LightningModule):
         if batch.lat.shape[1] != self.latent_dim:
             raise CloudError(f"latents have {batch.lat.shape[1]} dims, the classifier expects {self.latent_dim}")
         label = batch.label
+        if not labels:
+            return batch
         if label.ndim == 1 and not label.dtype.is_floating_point and label.numel():
             low, high = int(label.min()), int(label.max())
             if low < 0 or high >= self.num_classes:
@@ -317,8 +319,8 @@ class ARCClassifier(pl.LightningModule):
         return self.head(_mean_pool(point.feat, point.offset))
 
     def forward(self, batch: CloudBatch) -> Tensor:
-        """[B, classes] logits of a batch with raw latents (normalised here, never augmented)."""
-        self.check_batch(batch)
+        """[B, classes] logits of a batch with raw latents (normalised here, never augmented); labels unused."""
+        self.check_batch(batch, labels=False)
         return self.classify(batch.pos, self.normalise(batch.lat), batch.offset)
 
     # ------------------------------------------------------------ steps
@@ -337,7 +339,8 @@ class ARCClassifier(pl.LightningModule):
         return loss
 
     def _evaluate(self, batch: CloudBatch, stage: str) -> Tensor:
-        logits = self(batch)
+        self.check_batch(batch)
+        logits = self.classify(batch.pos, self.normalise(batch.lat), batch.offset)
         if batch.label.ndim != 1:
             raise CloudError(f"{stage} labels must be class indices [B], got shape {tuple(batch.label.shape)}")
         loss = F.cross_entropy(logits, batch.label)

@@ -14,6 +14,7 @@ from typing import Optional
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class ARCCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
     def after_fit(self) -> None:
-        if not self.config.fit.get("test_after_fit", True) or not hasattr(self.datamodule, "test_dataloader"):
+        if not self.config.fit.get("test_after_fit", True) or not is_overridden("test_dataloader", self.datamodule):
             return
         has_best = self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)

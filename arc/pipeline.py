@@ -9,7 +9,6 @@ calls them for users who fit once and train many classifiers.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +21,9 @@ from arc.data.sources import ImageReadError, ImageSource
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decoder import load_decoder, save_decoder
 from arc.field.fitting import fit_clouds, pretrain_decoder
+from arc.cloud import CloudBatch
 from arc.store import CloudStore, decoder_key, default_store_dir, latent_statistics, store_key
+from arc.store import default_decoder_path as keyed_decoder_path
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,28 @@ def _no_barrier() -> None:
 
 def default_decoder_path(source: ImageSource, field: FieldConfig, pretrain: PretrainConfig, root: str | Path) -> Path:
     """Where the decoder for (source identity, field, pretrain) lives: keyed by their hash."""
-    key = decoder_key(source.identity, asdict(field), asdict(pretrain))
-    return Path(root) / "decoders" / f"{source.name}-{key}.safetensors"
+    return keyed_decoder_path(root, source.spec, decoder_key(source.identity, asdict(field), asdict(pretrain)))
 
 
 def pretraining_indices(num_train: int, pretrain: PretrainConfig) -> list[int]:
     """The seeded subset of train images (never val or test) that pretrains the decoder."""
     generator = torch.Generator().manual_seed(pretrain.seed)
     return sorted(torch.randperm(num_train, generator=generator)[: pretrain.images].tolist())
+
+
+def pretraining_images(source: ImageSource, pretrain: PretrainConfig) -> tuple[list[torch.Tensor], list[int]]:
+    """The readable images of the seeded pretraining subset of train and their source indices."""
+    train = source.split("train")
+    images, indices = [], []
+    for i in pretraining_indices(len(train), pretrain):
+        try:
+            images.append(train[i][0])
+            indices.append(i)
+        except ImageReadError as error:
+            log.warning("pretraining skips train image %d: %s", i, error)
+    if not images:
+        raise ValueError(f"no readable train image to pretrain the decoder on in {source.spec}")
+    return images, indices
 
 
 def pretrain_stage(
@@ -59,25 +74,17 @@ def pretrain_stage(
         load_decoder(path)  # refuses a corrupt or foreign file with a clear message
         log.info("decoder %s exists; pretraining skipped", path)
         return path
-    train = source.split("train")
-    images, indices = [], []
-    for i in pretraining_indices(len(train), pretrain):
-        try:
-            images.append(train[i][0])
-            indices.append(i)
-        except ImageReadError as error:
-            log.warning("pretraining skips train image %d: %s", i, error)
-    if not images:
-        raise ValueError(f"no readable train image to pretrain the decoder on in {source.spec}")
+    images, indices = pretraining_images(source, pretrain)
     bar = tqdm(total=pretrain.steps, desc="pretrain decoder", unit="step")
 
-    def progress(step: int, psnr: float) -> None:
+    def progress(step: int, loss: float) -> None:
         bar.update(step - bar.n)
-        bar.set_postfix(psnr=f"{psnr:.2f}")
+        bar.set_postfix(loss=f"{loss:.4f}")
 
     decoder, psnr = pretrain_decoder(images, field, pretrain, "train", indices, device=device, progress=progress)
     bar.close()
-    meta = {"source": source.spec, "source_hash": source.identity_hash, "psnr_mean": f"{psnr.mean().item():.4f}"}
+    meta = {"source": source.spec, "source_hash": source.identity_hash, "images": len(images),
+            "psnr_mean": f"{psnr.mean().item():.4f}"}
     save_decoder(path, decoder, meta)
     log.info("pretrained decoder on %d images, mean PSNR %.2f dB -> %s", len(images), psnr.mean().item(), path)
     return path
@@ -89,19 +96,26 @@ def open_store(
 ) -> CloudStore:
     """Create or reopen the store keyed by (source identity, field, fit, decoder hash)."""
     _, meta = load_decoder(decoder_path)
-    key = store_key(source.identity, asdict(field), asdict(fit), meta["hash"])
-    directory = Path(path) if path is not None else default_store_dir(store_root, source.name, key)
-    return CloudStore.create_or_open(
-        directory,
-        key=key,
-        source_identity=source.identity,
-        field=asdict(field),
-        fit=asdict(fit),
-        spacing=field.spacing,
-        decoder_hash=meta["hash"],
-        decoder_path=str(decoder_path),
-        shard_size=shard_size,
-    )
+    fit_settings = {name: value for name, value in asdict(fit).items() if name != "pixel_budget"}  # memory, not maths
+    key = store_key(source.identity, asdict(field), fit_settings, meta["hash"])
+    directory = Path(path) if path is not None else default_store_dir(store_root, source.spec, key)
+    return CloudStore.create_or_open(directory, {
+        "source": source.identity,
+        "field": asdict(field),
+        "fit": fit_settings,
+        "spacing": field.spacing,
+        "decoder_hash": meta["hash"],
+        "decoder_path": str(decoder_path),
+        "shard_size": shard_size,
+    })
+
+
+def _empty_clouds(field: FieldConfig, channels: int) -> CloudBatch:
+    """A batch of zero clouds (a shard whose images were all skipped)."""
+    long = torch.zeros(0, dtype=torch.long)
+    return CloudBatch(pos=torch.zeros(0, 2), lat=torch.zeros(0, field.latent_dim), offset=long, label=long,
+                      size=torch.zeros(0, 2, dtype=torch.long), index=long, colour_mean=torch.zeros(0, channels),
+                      colour_std=torch.zeros(0, channels))
 
 
 def _fit_shard(
@@ -123,7 +137,7 @@ def _fit_shard(
         labels.append(label)
         kept.append(i)
     if not kept:
-        store.write_shard(split_name, shard, None, None, skipped)
+        store.write_shard(split_name, shard, _empty_clouds(field, source.channels), torch.zeros(0), skipped)
         bar.update(len(skipped))
         return 0, 0.0
     start, done = time.perf_counter(), [0]
@@ -157,14 +171,14 @@ def anchor_stage(
     """
     if store.is_complete:
         return store
-    decoder, _ = load_decoder(store.decoder_path)
+    decoder, _ = load_decoder(store.manifest["decoder_path"])
     if decoder.channels != source.channels:
         raise ValueError(
-            f"decoder {store.decoder_path} outputs {decoder.channels} channels but {source.spec} has {source.channels}"
+            f"decoder {store.manifest['decoder_path']} outputs {decoder.channels} channels but {source.spec} has {source.channels}"
         )
     for split_name in splits:
         split = source.split(split_name)
-        shards = [k for k in range(store.num_shards(len(split))) if k % world_size == rank]
+        shards = [k for k in range(store.num_shards(split_name, len(split))) if k % world_size == rank]
         todo = [k for k in shards if not store.has_shard(split_name, k)]
         total = sum(min(store.shard_size, len(split) - k * store.shard_size) for k in todo)
         bar = tqdm(total=total, desc=f"anchor {split_name}", unit="img", disable=total == 0)
@@ -177,11 +191,12 @@ def anchor_stage(
             log.info("rank %d fitted %d %s images, mean PSNR %.2f dB", rank, fitted, split_name, psnr_sum / fitted)
     barrier()
     if rank == 0:
-        summary = store.summarise(splits)
+        collected = {split_name: store.collect(split_name) for split_name in splits}
         mean, std = latent_statistics(store, "train")
-        store.finalize(summary, mean, std)
-        for split_name, entry in summary.items():
-            log.info("%s: %d clouds, %d skipped, mean PSNR %.2f dB", split_name, entry["count"], entry["skipped"],
-                     entry["psnr_mean"] if not math.isnan(entry["psnr_mean"]) else float("nan"))
+        store.finalize({s: c for s, (c, _) in collected.items()}, {s: k for s, (_, k) in collected.items()}, mean, std)
+        for split_name, (count, skipped) in collected.items():
+            converted = source.split(split_name).converted
+            log.info("%s: %d clouds, %d skipped, %d converted to %d channels", split_name, count, len(skipped),
+                     converted, source.channels)
     barrier()
-    return store.reload()
+    return CloudStore.open(store.path)

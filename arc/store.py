@@ -1,4 +1,5 @@
-"""The sharded cloud store on disk: ``STORE/manifest.json`` + ``STORE/<split>/shard-<k>.safetensors``.
+"""The sharded cloud store on disk: ``STORE/manifest.json`` + ``STORE/<split>/shard-<k>.safetensors``
+(k zero-padded to 5 digits, e.g. ``train/shard-00003.safetensors``).
 
 Shard k of a split holds the clouds of the source indices [k·shard_size, (k+1)·shard_size)
 (the same ranges whatever the number of ranks), as safetensors tensors
@@ -105,10 +106,12 @@ def default_decoder_path(root: str | os.PathLike, source_spec: str, key: str) ->
     return Path(root) / "decoders" / f"{source_slug(source_spec)}-{key}.safetensors"
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, fsync it, then ``os.replace`` it onto ``path``.
+def atomic_write(path: Path, write: Callable[[str], None], overwrite: bool = True) -> None:
+    """Call ``write(tmp)`` on a temporary file in ``path``'s folder, fsync it, then move it onto ``path``.
 
-    On any failure the temporary file is removed and ``path`` is untouched.
+    overwrite=False links instead of replacing, so an existing ``path`` raises FileExistsError
+    (two processes creating the same file: exactly one wins). On any failure the temporary file is
+    removed and ``path`` is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -120,7 +123,11 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            os.unlink(tmp)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -133,9 +140,9 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
             os.close(fd)
 
 
-def _write_json(path: Path, value: Mapping) -> None:
+def _write_json(path: Path, value: Mapping, overwrite: bool = True) -> None:
     text = json.dumps(value, indent=1, sort_keys=True, default=_jsonable, allow_nan=False)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"), overwrite)
 
 
 class CloudStore:
@@ -173,28 +180,32 @@ class CloudStore:
             raise StoreError(f"manifest fields must be JSON-compatible ({err})") from err
         key = store_key(settings["source"], settings["field"], settings["fit"], settings["decoder_hash"])
         settings.update(format=STORE_FORMAT, format_version=FORMAT_VERSION, key=key)
-        if (path / MANIFEST).exists():
-            store = cls.open(path)
-            differ = sorted(
-                name
-                for name in set(settings) | set(store.manifest)
-                if name not in _RESULT_FIELDS + _UNCOMPARED and settings.get(name) != store.manifest.get(name)
+        if not (path / MANIFEST).exists():
+            busy = path.exists() and any(not name.startswith(f".{MANIFEST}.") for name in os.listdir(path))
+            if busy:
+                raise StoreError(f"{path} exists, is not empty and has no {MANIFEST}; refusing to write a store there")
+            manifest = {**settings, "status": "incomplete", "counts": {}, "skipped": {}, "latent_mean": None, "latent_std": None}
+            try:
+                _write_json(path / MANIFEST, manifest, overwrite=False)
+                return cls(path, manifest)
+            except FileExistsError:  # another process created it meanwhile: compare below
+                pass
+        store = cls.open(path)
+        differ = sorted(
+            name
+            for name in set(settings) | set(store.manifest)
+            if name not in _RESULT_FIELDS + _UNCOMPARED and settings.get(name) != store.manifest.get(name)
+        )
+        if differ:
+            raise StoreError(
+                f"{path} holds a store with other settings (differing: {', '.join(differ)}); it is never "
+                "overwritten: use another directory (the default one is derived from the settings) or delete it"
             )
-            if differ:
-                raise StoreError(
-                    f"{path} holds a store with other settings (differing: {', '.join(differ)}); it is never "
-                    "overwritten: use another directory (the default one is derived from the settings) or delete it"
-                )
-            moved = {name: settings[name] for name in _UNCOMPARED if name in settings and settings[name] != store.manifest.get(name)}
-            if moved:
-                store.manifest = {**store.manifest, **moved}
-                _write_json(path / MANIFEST, store.manifest)
-            return store
-        if path.exists() and any(path.iterdir()):
-            raise StoreError(f"{path} exists, is not empty and has no {MANIFEST}; refusing to write a store there")
-        manifest = {**settings, "status": "incomplete", "counts": {}, "skipped": {}, "latent_mean": None, "latent_std": None}
-        _write_json(path / MANIFEST, manifest)
-        return cls(path, manifest)
+        moved = {name: settings[name] for name in _UNCOMPARED if name in settings and settings[name] != store.manifest.get(name)}
+        if moved:
+            store.manifest = {**store.manifest, **moved}
+            _write_json(path / MANIFEST, store.manifest)
+        return store
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "CloudStore":
@@ -228,6 +239,10 @@ class CloudStore:
     @property
     def decoder_hash(self) -> str:
         return self.manifest["decoder_hash"]
+
+    @property
+    def decoder_path(self) -> str | None:
+        return self.manifest.get("decoder_path")
 
     @property
     def spacing(self) -> float:
@@ -348,9 +363,14 @@ class CloudStore:
 
     def write_shard(self, split: str, k: int, clouds: CloudBatch, psnr: Tensor, skipped: Sequence[int] = ()) -> Path:
         """Write shard k of ``split`` atomically: ``clouds`` (index ascending, inside the shard's range),
-        ``psnr`` [B], and the ``skipped`` source indices of the range."""
+        ``psnr`` [B], and the ``skipped`` source indices of the range.
+
+        A finished (valid) shard is never rewritten; a truncated or corrupt one is replaced.
+        """
         path = self.shard_path(split, k)
         start, stop = self.shard_range(k)
+        if self.has_shard(split, k):
+            raise StoreError(f"refusing to write {path}: the shard is already finished (delete it to refit)")
         try:
             clouds.validate()
         except CloudError as err:
@@ -470,56 +490,71 @@ def _as_store(store: "CloudStore | str | os.PathLike") -> CloudStore:
     return store if isinstance(store, CloudStore) else CloudStore.open(store)
 
 
-def latent_statistics(store: "CloudStore | str | os.PathLike", split: str = "train") -> tuple[Tensor, Tensor]:
+def latent_statistics(store: "CloudStore | str | os.PathLike", split: str = "train", chunk_rows: int = 1 << 18) -> tuple[Tensor, Tensor]:
     """Per-dimension mean and std (unbiased, like ``torch.std``) of all latents of ``split``: ([z], [z]) float32.
 
-    Streams over the shards (float64 accumulation, Chan's parallel merge); meant for train only.
+    Streams over the shards in chunks of ``chunk_rows`` latents (float64 accumulation, Chan's
+    parallel merge), so memory stays bounded; meant for train only.
     """
     store = _as_store(store)
     total, mean, m2 = 0, None, None
     for k in store.shard_numbers(split):
         handle, _ = store._open(split, k)
-        lat = handle.get_tensor("lat").to(torch.float64)
-        n = lat.shape[0]
-        if n == 0:
-            continue
-        shard_mean = lat.mean(0)
-        shard_m2 = ((lat - shard_mean) ** 2).sum(0)
-        if mean is None:
-            total, mean, m2 = n, shard_mean, shard_m2
-            continue
-        delta = shard_mean - mean
-        merged = total + n
-        mean = mean + delta * (n / merged)
-        m2 = m2 + shard_m2 + delta**2 * (total * n / merged)
-        total = merged
+        latents = handle.get_slice("lat")
+        rows = latents.get_shape()[0]
+        for first in range(0, rows, chunk_rows):
+            lat = latents[first : first + chunk_rows].to(torch.float64)
+            n = lat.shape[0]
+            chunk_mean = lat.mean(0)
+            chunk_m2 = ((lat - chunk_mean) ** 2).sum(0)
+            if mean is None:
+                total, mean, m2 = n, chunk_mean, chunk_m2
+                continue
+            delta = chunk_mean - mean
+            merged = total + n
+            mean = mean + delta * (n / merged)
+            m2 = m2 + chunk_m2 + delta**2 * (total * n / merged)
+            total = merged
     if total < 2:
         raise StoreError(f"{store.path / split}: need at least 2 latents for statistics, found {total}")
     return mean.float(), (m2 / (total - 1)).sqrt().float()
 
 
+def _range_indices(starts: Tensor, counts: Tensor) -> Tensor:
+    """Concatenated aranges [starts[j], starts[j] + counts[j]) as one int64 index tensor."""
+    total = int(counts.sum())
+    shifts = torch.repeat_interleave(starts - torch.cumsum(counts, 0) + counts, counts)
+    return shifts + torch.arange(total, dtype=torch.long)
+
+
 class CloudDataset(Dataset):
     """Map-style dataset over the clouds of one split of a complete store, in source-index order.
 
-    ``dataset[i]`` is a one-cloud :class:`CloudBatch` whose points are read lazily from the shard
-    (a small per-process LRU of open shards keeps memory bounded). Per-cloud fields (labels, sizes,
-    indices, colour transforms, PSNR) are loaded once at construction.
+    ``dataset[i]`` is a one-cloud :class:`CloudBatch`. Per-cloud fields (labels, sizes, indices,
+    colour transforms, PSNR) are loaded at construction; points are read lazily. Each process keeps
+    an LRU of whole shards' points up to ``cache_bytes`` (a shard larger than that is read slice by
+    slice instead), so memory stays bounded. ``__getitems__`` (used by DataLoader with a batch
+    sampler) gathers a whole batch with vectorised indexing and returns it as a one-element list
+    holding the collated batch, which :func:`collate_clouds` passes through.
     """
 
-    def __init__(self, store: "CloudStore | str | os.PathLike", split: str, max_open_shards: int = 4):
+    def __init__(self, store: "CloudStore | str | os.PathLike", split: str, cache_bytes: int = 1 << 30):
         self.store = _as_store(store)
         if not self.store.is_complete:
             raise StoreError(f"{self.store.path}: the store is not complete (anchoring did not finish); run anchoring again")
-        self.split, self.max_open_shards = split, max_open_shards
+        self.split, self.cache_bytes = split, int(cache_bytes)
         per_cloud: dict[str, list[Tensor]] = {name: [] for name in _PER_CLOUD}
-        shard_of, starts = [], []
+        shard_of, starts, self._shard_bytes = [], [], {}
         for k in self.store.shard_numbers(split):
             handle, _ = self.store._open(split, k)
+            if handle.get_slice("offset").get_shape()[0] == 0:  # every image of the shard was skipped
+                continue
             for name in _PER_CLOUD:
                 per_cloud[name].append(handle.get_tensor(name))
             ends = per_cloud["offset"][-1]
             shard_of.append(torch.full_like(ends, k))
             starts.append(torch.cat([ends.new_zeros(1), ends[:-1]]))
+            self._shard_bytes[k] = sum(4 * math.prod(handle.get_slice(name).get_shape()) for name in ("pos", "lat"))
         expected = self.store.counts.get(split)
         found = sum(int(ends.numel()) for ends in per_cloud["offset"])
         if expected is None or found != expected:
@@ -528,60 +563,102 @@ class CloudDataset(Dataset):
         fields = {name: torch.cat(values) if values else empty.get(name, torch.zeros(0, dtype=torch.long)) for name, values in per_cloud.items()}
         self._shard = torch.cat(shard_of) if shard_of else torch.zeros(0, dtype=torch.long)
         self._start = torch.cat(starts) if starts else torch.zeros(0, dtype=torch.long)
-        self._end = fields["offset"]
+        self._count = fields["offset"] - self._start
         self.labels: Tensor = fields["label"]
         self.sizes: Tensor = fields["size"]
         self.indices: Tensor = fields["index"]
         self.psnr: Tensor = fields["psnr"]
         self._colour_mean, self._colour_std = fields["colour_mean"], fields["colour_std"]
-        self._handles: OrderedDict[int, Any] = OrderedDict()
-        self._pid = os.getpid()
+        self._cache: OrderedDict[int, tuple[Tensor, Tensor]] = OrderedDict()
+        self._cached_bytes, self._pid = 0, os.getpid()
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
-    def _handle(self, k: int):
+    def _points(self, k: int) -> tuple[Tensor, Tensor] | None:
+        """(pos, lat) of shard k from the per-process cache, or None when the shard exceeds the budget."""
         if self._pid != os.getpid():
-            self._handles, self._pid = OrderedDict(), os.getpid()
-        if k in self._handles:
-            self._handles.move_to_end(k)
-            return self._handles[k]
+            self._cache, self._cached_bytes, self._pid = OrderedDict(), 0, os.getpid()
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        size = self._shard_bytes[k]
+        if size > self.cache_bytes:
+            return None
+        while self._cache and self._cached_bytes + size > self.cache_bytes:
+            self._cached_bytes -= self._shard_bytes[self._cache.popitem(last=False)[0]]
         handle, _ = self.store._open(self.split, k)
-        self._handles[k] = handle
-        while len(self._handles) > self.max_open_shards:
-            self._handles.popitem(last=False)
-        return handle
+        self._cache[k] = (handle.get_tensor("pos"), handle.get_tensor("lat"))
+        self._cached_bytes += size
+        return self._cache[k]
 
-    def __getitem__(self, i: int) -> CloudBatch:
+    def _check_index(self, i: int) -> int:
         if not -len(self) <= i < len(self):
             raise IndexError(f"{self.split} has {len(self)} clouds, index {i} is out of range")
-        i = int(i) % len(self)
-        start, end = int(self._start[i]), int(self._end[i])
-        handle = self._handle(int(self._shard[i]))
-        pos = handle.get_slice("pos")[start:end]
-        lat = handle.get_slice("lat")[start:end]
+        return int(i) % len(self)
+
+    def __getitem__(self, i: int) -> CloudBatch:
+        i = self._check_index(i)
+        k, start, end = int(self._shard[i]), int(self._start[i]), int(self._start[i] + self._count[i])
+        points = self._points(k)
+        if points is None:
+            handle, _ = self.store._open(self.split, k)
+            pos, lat = handle.get_slice("pos")[start:end], handle.get_slice("lat")[start:end]
+        else:
+            pos, lat = points[0][start:end].clone(), points[1][start:end].clone()  # never hand out views of the cache
+        return self._batch(torch.tensor([i]), pos, lat)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[CloudBatch]:
+        """The clouds ``indices`` (in that order), gathered and collated: a list holding one batch."""
+        ids = torch.tensor([self._check_index(i) for i in indices], dtype=torch.long)
+        shards = self._shard[ids]
+        order = torch.argsort(shards, stable=True)
+        pos_parts, lat_parts = [], []
+        for k in torch.unique_consecutive(shards[order]).tolist():
+            members = ids[order[shards[order] == k]]
+            points = self._points(k)
+            if points is None:
+                items = [self[int(i)] for i in members]
+                pos_parts += [item.pos for item in items]
+                lat_parts += [item.lat for item in items]
+            else:
+                rows = _range_indices(self._start[members], self._count[members])
+                pos_parts.append(points[0][rows])
+                lat_parts.append(points[1][rows])
+        grouped = self._batch(ids[order], torch.cat(pos_parts), torch.cat(lat_parts))
+        return [grouped.select(torch.argsort(order))]
+
+    def _batch(self, ids: Tensor, pos: Tensor, lat: Tensor) -> CloudBatch:
         return CloudBatch(
             pos=pos,
             lat=lat,
-            offset=torch.tensor([end - start], dtype=torch.long),
-            label=self.labels[i : i + 1],
-            size=self.sizes[i : i + 1],
-            index=self.indices[i : i + 1],
-            colour_mean=self._colour_mean[i : i + 1],
-            colour_std=self._colour_std[i : i + 1],
+            offset=torch.cumsum(self._count[ids], 0),
+            label=self.labels[ids],
+            size=self.sizes[ids],
+            index=self.indices[ids],
+            colour_mean=self._colour_mean[ids],
+            colour_std=self._colour_std[ids],
         )
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_handles"] = OrderedDict()
+        state["_cache"], state["_cached_bytes"] = OrderedDict(), 0
         return state
 
 
 def collate_clouds(items: Sequence[CloudBatch]) -> CloudBatch:
-    """Join single- or multi-cloud batches into one :class:`CloudBatch` (clouds keep their order)."""
+    """Join single- or multi-cloud batches into one :class:`CloudBatch` (clouds keep their order).
+
+    A one-element list is returned as is (what :meth:`CloudDataset.__getitems__` hands over).
+    """
     if not items:
         raise CloudError("cannot collate an empty list of clouds")
-    counts = torch.cat([item.counts() for item in items])
+    if len(items) == 1:
+        return items[0]
+    if all(len(item) == 1 for item in items):
+        counts = torch.tensor([item.pos.shape[0] for item in items], dtype=torch.long)
+    else:
+        counts = torch.cat([item.counts() for item in items])
     return CloudBatch(
         pos=torch.cat([item.pos for item in items]),
         lat=torch.cat([item.lat for item in items]),

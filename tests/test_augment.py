@@ -346,3 +346,11 @@ def test_invalid_config_raises_one_clear_error(config, match):
 def test_arcmix_without_num_classes_is_an_error():
     with pytest.raises(ValueError, match="num_classes"):
         build_augmentations({"arcmix": 1.0})
+
+
+def test_arcmix_probability_is_per_batch():
+    batch = make_batch([6, 7, 8])
+    mix = ARCMix(num_classes=10, p=0.5)
+    g = gen(19)
+    mixed = [mix(batch, g).label.ndim == 2 for _ in range(200)]
+    assert 70 < sum(mixed) < 130

@@ -352,3 +352,27 @@ def test_fit_learns_checkpoint_keeps_stats_and_predict_writes_csv(tmp_path):
     assert probs == sorted(probs, reverse=True) and math.isclose(sum(probs), 1.0, abs_tol=1e-4)
     correct = sum(int(r["pred"]) == int(r["label"]) for r in rows)
     assert correct / 32 > 0.5
+
+
+def test_predict_accepts_unknown_labels():
+    model = tiny()
+    model.set_latent_stats(torch.zeros(Z), torch.ones(Z))
+    model.eval()
+    batch = batch_of([5, 9])
+    batch.label = torch.tensor([-1, -1])  # new images without labels
+    out = model.predict_step(batch, 0)
+    assert out["label"].tolist() == [-1, -1]
+    assert out["probs"].shape == (2, 4) and torch.allclose(out["probs"].sum(1), torch.ones(2))
+    assert out["topk_class"].shape == (2, 4) and torch.equal(out["topk_class"][:, 0], out["probs"].argmax(1))
+
+
+def test_datamodule_stats_do_not_overwrite_stats_already_set(tmp_path):
+    data = CloudData(train=8, val=8, batch_size=8)
+    model = tiny()
+    model.set_latent_stats(torch.full((Z,), 1.0), torch.full((Z,), 2.0))
+    trainer(tmp_path).validate(model, datamodule=data, verbose=False)
+    assert torch.equal(model.latent_mean, torch.full((Z,), 1.0))
+    fresh = tiny()
+    trainer(tmp_path).validate(fresh, datamodule=data, verbose=False)
+    assert torch.allclose(fresh.latent_mean, data.latent_stats[0])
+    assert fresh.class_names == data.class_names

@@ -86,7 +86,8 @@ def test_3d_sparse_equals_masked_conv3d():
     ref = F.conv3d(dense[None], weight3d, padding=1)[0]
     g3 = point.grid_coord
     torch.testing.assert_close(out, ref[:, g3[:, 0], g3[:, 1], g3[:, 2]].t(), rtol=1e-4, atol=1e-4)
-    assert neighbour_map(point, 3).taps.numel() == 27
+    taps = neighbour_map(point, 3).taps
+    assert len(taps) == 26 and tap_index(0, 0, 0, 3) not in taps  # z taps in use, centre implicit
 
 
 def test_clouds_do_not_see_each_other():
@@ -94,10 +95,9 @@ def test_clouds_do_not_see_each_other():
     feat = torch.tensor([[1.0], [2.0], [10.0], [20.0]])
     point = make_point({"coord": coord, "feat": feat, "offset": torch.tensor([2, 4])}, grid_size=1.0)
     nmap = neighbour_map(point, 3)
-    assert nmap.taps.numel() == 9  # flat batch: z taps skipped
-    for i in range(4):
-        found = nmap.index[i][nmap.index[i] < 4]
-        assert torch.all(point.batch[found] == point.batch[i])
+    assert nmap.taps == [tap_index(-1, 0, 0, 3), tap_index(1, 0, 0, 3)]  # flat batch: no z taps
+    for out_idx, in_idx in zip(nmap.out_idx, nmap.in_idx):
+        assert torch.equal(point.batch[out_idx], point.batch[in_idx]) and out_idx.numel() == 2
     conv = SubMConv3d(1, 1, 3, bias=False)
     with torch.no_grad():
         conv.weight.fill_(1.0)
@@ -121,3 +121,74 @@ def test_spconv_availability_is_an_import_check():
     except Exception:
         importable = False
     assert spconv_available() == importable
+
+
+def _fake_spconv(flip: bool = False, junk: float = 0.0):
+    """A stand-in for ``spconv.pytorch`` computing a dense conv3d on the scattered grid."""
+    import types
+
+    class SparseConvTensor:
+        def __init__(self, features, indices, spatial_shape, batch_size):
+            self.features, self.indices = features, indices
+            self.spatial_shape, self.batch_size = spatial_shape, batch_size
+
+        def replace_feature(self, features):
+            return SparseConvTensor(features, self.indices, self.spatial_shape, self.batch_size)
+
+    class SubMConv3d(torch.nn.Module):
+        def __init__(self, c_in, c_out, k, bias=True, indice_key=None):
+            super().__init__()
+            self.k = k
+            self.weight = torch.nn.Parameter(torch.zeros(c_out, k, k, k, c_in))
+            self.bias = torch.nn.Parameter(torch.zeros(c_out)) if bias else None
+
+        def forward(self, sp):
+            idx = sp.indices.long()
+            dense = sp.features.new_zeros(sp.batch_size, sp.features.shape[1], *sp.spatial_shape)
+            dense[idx[:, 0], :, idx[:, 1], idx[:, 2], idx[:, 3]] = sp.features
+            w = self.weight.permute(0, 4, 1, 2, 3)
+            out = F.conv3d(dense, w.flip(2, 3, 4) if flip else w, self.bias, padding=self.k // 2)
+            return sp.replace_feature(out[idx[:, 0], :, idx[:, 1], idx[:, 2], idx[:, 3]] + junk)
+
+    return types.SimpleNamespace(SparseConvTensor=SparseConvTensor, SubMConv3d=SubMConv3d)
+
+
+@pytest.mark.parametrize("flip,junk,layout", [(False, 0.0, "direct"), (True, 0.0, "flipped"), (False, 1.0, "off")])
+def test_spconv_path_checks_itself_against_the_pure_path(monkeypatch, flip, junk, layout):
+    import sys
+    import types
+
+    import ptv3.sparse_conv as sc
+
+    fake = _fake_spconv(flip, junk)
+    monkeypatch.setitem(sys.modules, "spconv", types.SimpleNamespace(pytorch=fake))
+    monkeypatch.setitem(sys.modules, "spconv.pytorch", fake)
+    monkeypatch.setattr(sc, "use_spconv", lambda device: True)
+    monkeypatch.setattr(SubMConv3d, "_spconv_layout", None)
+    sc._spconv_module.cache_clear()
+    g = torch.Generator().manual_seed(4)
+    idx = torch.nonzero(torch.rand(2, 5, 6, 3, generator=g) < 0.5)
+    point = make_point({"coord": idx[:, 1:].float(), "feat": torch.randn(len(idx), 3, generator=g),
+                        "offset": torch.bincount(idx[:, 0]).cumsum(0), "grid_coord": idx[:, 1:]}, grid_size=1.0)
+    conv = SubMConv3d(3, 4, 3)
+    expected = sc.subm_conv_torch(point.feat, point, conv.weight, conv.bias, 3)
+    with pytest.warns(UserWarning) if layout == "off" else _no_warning():
+        out = conv(point.feat, point)
+    assert SubMConv3d._spconv_layout == layout
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    out.sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    sc._spconv_module.cache_clear()
+
+
+def _no_warning():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def ctx():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+    return ctx()

@@ -167,7 +167,7 @@ def test_imagefolder_corrupt_rgba_and_grey(tmp_path):
     source = open_source(f"imagefolder:{root}")
     assert source.channels == 3 and source.class_names == ("ant", "bee")
     test = source.split("test")
-    names = [Path(test.reader.describe(i)).name for i in range(len(test))]
+    names = [Path(test.describe(i)).name for i in range(len(test))]
     rgba_image, label = test[names.index("rgba.png")]
     expected = torch.from_numpy(rgba).float().div(255).permute(2, 0, 1)
     assert label == 0 and torch.allclose(rgba_image, expected[:3] * expected[3:])
@@ -192,8 +192,8 @@ def test_no_test_split_rule_official_val_becomes_test(tmp_path):
     source = open_source(f"imagefolder:{root}", val_fraction=0.1, seed=0)
     test, val, train = source.split("test"), source.split("val"), source.split("train")
     assert len(test) == 20 and len(val) == 2 and len(train) == 18
-    assert all("/val/" in Path(test.reader.describe(i)).as_posix() for i in range(len(test)))
-    carved = sorted(val.reader.describe(i) for i in range(len(val))) + sorted(train.reader.describe(i) for i in range(len(train)))
+    assert all("/val/" in Path(test.describe(i)).as_posix() for i in range(len(test)))
+    carved = sorted(val.describe(i) for i in range(len(val))) + sorted(train.describe(i) for i in range(len(train)))
     assert all("/train/" in Path(path).as_posix() for path in carved) and len(set(carved)) == 20
 
 
@@ -352,8 +352,30 @@ def test_torchvision_imagenette_from_local_folder(tmp_path):
     assert source.class_names == ("tench", "English springer") and source.channels == 3
     assert [len(source.split(s)) for s in ("train", "val", "test")] == [18, 2, 6]
     test = source.split("test")
-    assert all("/val/" in Path(test.reader.describe(i)).as_posix() for i in range(6))
+    assert all("/val/" in Path(test.describe(i)).as_posix() for i in range(6))
     assert test.labels.tolist() == [0, 0, 0, 1, 1, 1]
     image, _ = test[0]
     assert image.shape == (3, 8, 8)
     assert source.identity["options"] == {"center_crop": 8, "size": "160px"} and source.identity["content"]
+
+
+def test_pil_modes_decode_to_unit_range(tmp_path):
+    from arc.data.images import conform_channels, read_image_file
+
+    wide = np.array([[0, 65535], [32768, 1000]], dtype=np.uint16)
+    Image.fromarray(wide).save(tmp_path / "w.png")
+    image = read_image_file(tmp_path / "w.png")
+    assert image.shape == (1, 2, 2) and torch.allclose(image[0], torch.from_numpy(wide.astype(np.float32) / 65535))
+    la = np.array([[[200, 255], [200, 0]], [[100, 128], [50, 255]]], dtype=np.uint8)
+    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    image, converted = conform_channels(read_image_file(tmp_path / "la.png"), 1)
+    assert not converted and torch.allclose(image[0], torch.tensor([[200 / 255, 0.0], [100 / 255 * 128 / 255, 50 / 255]]))
+    palette = Image.fromarray(np.array([[0, 1], [1, 0]], dtype=np.uint8), mode="P")
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.info["transparency"] = 0
+    palette.save(tmp_path / "p.png", transparency=0)
+    image, _ = conform_channels(read_image_file(tmp_path / "p.png"), 3)
+    assert torch.equal(image[:, 0, 0], torch.zeros(3)) and torch.equal(image[:, 0, 1], torch.tensor([0.0, 0.0, 1.0]))
+    Image.new("CMYK", (3, 3), (0, 0, 0, 0)).save(tmp_path / "c.jpg")
+    image = read_image_file(tmp_path / "c.jpg")
+    assert image.shape == (3, 3, 3) and float(image.min()) > 0.9

@@ -128,6 +128,10 @@ def test_resume_truncated_and_corrupt_shards(tmp_path):
     assert not reopened.has_shard("train", 1)
     with pytest.raises(StoreError, match="delete it"):
         reopened.read_shard("train", 1)
+    with pytest.raises(StoreError, match="already finished"):
+        reopened.write_shard("train", 0, _clouds([0, 1]), torch.zeros(2))
+    reopened.write_shard("train", 1, _clouds([4, 6, 7], seed=1), torch.zeros(3), skipped=[5])  # refit replaces it
+    _assert_same(reopened.read_shard("train", 1)[0], _clouds([4, 6, 7], seed=1))
     with pytest.raises(StoreError, match="missing"):
         reopened.read_shard("train", 3)
 
@@ -177,6 +181,8 @@ def test_latent_statistics_match_torch(tmp_path):
     assert mean.shape == (Z,) and std.shape == (Z,)
     assert torch.allclose(mean.double(), everything.mean(0), atol=1e-6)
     assert torch.allclose(std.double(), everything.std(0), atol=1e-6)
+    small_chunks = latent_statistics(store, "train", chunk_rows=3)
+    assert torch.allclose(small_chunks[0], mean, atol=1e-6) and torch.allclose(small_chunks[1], std, atol=1e-6)
 
 
 def test_finalize_checks_shards_and_records_results(tmp_path):
@@ -219,7 +225,58 @@ def test_cloud_dataset_and_collate(tmp_path):
 def test_cloud_dataset_with_a_worker_process(tmp_path):
     store, written = _filled(tmp_path)
     store.finalize({"train": 9, "val": 3}, {"train": [5]}, *latent_statistics(store))
-    dataset = CloudDataset(store, "val", max_open_shards=1)
-    dataset[0]  # opens a shard in the parent before the worker starts
+    dataset = CloudDataset(store, "val", cache_bytes=1)  # every shard over budget: read slice by slice
+    dataset[0]  # reads in the parent before the worker starts
     loader = DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate_clouds)
     _assert_same(collate_clouds(list(loader)), _clouds([0, 1, 2], seed=9))
+
+
+@pytest.mark.parametrize("cache_bytes", [1, 200, 1 << 20])
+def test_shuffled_batches_keep_the_sampler_order(tmp_path, cache_bytes):
+    """Batched gathering (__getitems__) across shards, with the cache holding all, some or none of them."""
+    store, written = _filled(tmp_path)
+    store.finalize({"train": 9, "val": 3}, {"train": [5]}, *latent_statistics(store))
+    everything = CloudBatch.concat([written[k] for k in sorted(written)])
+    dataset = CloudDataset(store, "train", cache_bytes=cache_bytes)
+    loader = DataLoader(dataset, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(0), collate_fn=collate_clouds)
+    seen = []
+    for batch in loader:
+        positions = [dataset.indices.tolist().index(int(i)) for i in batch.index]
+        _assert_same(batch, everything.select(positions))
+        seen += positions
+    assert sorted(seen) == list(range(9)) and seen != sorted(seen)
+
+
+def test_shard_of_only_skipped_images(tmp_path):
+    store = CloudStore.create_or_open(tmp_path / "s", _fields())
+    empty = _clouds([0]).select([])
+    store.write_shard("test", 0, _clouds([0, 2]), torch.zeros(2), skipped=[1, 3])
+    store.write_shard("test", 1, empty, torch.zeros(0), skipped=[4, 5])
+    clouds, psnr = store.read_shard("test", 1)
+    assert len(clouds) == 0 and clouds.lat.shape == (0, Z) and psnr.shape == (0,)
+    assert store.collect("test") == (2, [1, 3, 4, 5])
+    store.write_shard("train", 0, _clouds([0, 1, 2]), torch.zeros(3))
+    store.finalize({"train": 3, "test": 2}, {"test": [1, 3, 4, 5]}, *latent_statistics(store))
+    assert CloudDataset(store, "test").indices.tolist() == [0, 2]
+    assert store.decoder_path == "d.safetensors"
+
+
+def test_concurrent_creation_is_safe(tmp_path):
+    """Two ranks creating one store: a leftover manifest temp file is not 'busy', and linking never overwrites."""
+    path = tmp_path / "s"
+    path.mkdir()
+    (path / ".manifest.json.abc.tmp").write_text("{")  # another process half-way through creating it
+    store = CloudStore.create_or_open(path, _fields())
+    with pytest.raises(FileExistsError):
+        store_module.atomic_write(path / "manifest.json", lambda tmp: open(tmp, "w").write("{}"), overwrite=False)
+    assert CloudStore.open(path).key == store.key
+    assert sorted(os.listdir(path)) == [".manifest.json.abc.tmp", "manifest.json"]
+
+
+def test_items_do_not_alias_the_shard_cache(tmp_path):
+    store, written = _filled(tmp_path)
+    store.finalize({"train": 9, "val": 3}, {"train": [5]}, *latent_statistics(store))
+    dataset = CloudDataset(store, "train")
+    dataset[0].pos.add_(100.0)  # an in-place augmentation on a CPU batch
+    collate_clouds([dataset[0]]).lat.zero_()
+    _assert_same(dataset[0], written[0].cloud(0))

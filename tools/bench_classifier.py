@@ -3,7 +3,8 @@
     python tools/bench_classifier.py --device cpu|cuda --json [--batch N] [--steps N] [--case cifar|imagenette|all]
 
 Training = augment (mask 0.3 + ARCMix, the paper's recipe) + forward + backward + AdamW step.
-Inference = forward in eval mode under torch.inference_mode. Prints one line per (case, mode):
+Inference = forward in eval mode under torch.inference_mode. Augment = the augmentation pipeline
+alone (its share of a training step). Prints one line per (case, mode):
 clouds/s, ms/step, and the forward matmul/attention FLOPs per cloud counted by
 torch.utils.flop_counter (gathers, scatters and sparse-conv index work are not counted),
 from which the achieved TFLOP/s is derived (training counted as 3x forward).
@@ -74,6 +75,12 @@ def bench(model: ARCClassifier, batch: CloudBatch, mode: str, steps: int, warmup
             model.training_loss(batch).backward()
             optimizer.step()
 
+    elif mode == "augment":
+
+        def step() -> None:
+            with torch.no_grad():
+                model.augment(batch, normalise=model.normalise)
+
     else:
         model.eval()
 
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         b = args.batch or (gpu_batch if device.type == "cuda" else cpu_batch)
         batch = synthetic_batch(b, side, points, model.latent_dim, args.classes, seed=0).to(device)
         flops = forward_flops(model, batch) / b
-        for mode in ("train", "infer"):
+        for mode in ("train", "infer", "augment"):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             seconds = bench(model, batch, mode, steps, args.warmup)
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ms_per_step": round(seconds * 1e3, 3),
                 "clouds_per_s": round(per_s, 2),
                 "gflop_per_cloud_fwd": round(flops / 1e9, 4),
-                "achieved_tflops": round(per_s * flops * (3 if mode == "train" else 1) / 1e12, 4),
+                "achieved_tflops": round(per_s * flops * {"train": 3, "infer": 1}.get(mode, 0) / 1e12, 4),
                 "tf32": device.type == "cuda" and not args.no_tf32,
             }
             if device.type == "cuda":

@@ -9,8 +9,10 @@ depend on which images share its group.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -94,7 +96,8 @@ def fit_clouds(
     """Fit one latent cloud per image [C, H, W] in [0, 1] against the frozen ``decoder``.
 
     Seeds come from (fit.seed, split, indices[i]); labels default to -1. ``progress(images_done,
-    psnr_of_that_group)`` is called after every group. Returns clouds in input order.
+    psnr_of_that_group)`` is called after every group, in order. Returns clouds in input order.
+    On the CPU, groups are fitted concurrently, one per intra-op thread.
     """
     if len(images) != len(indices):
         raise FieldInputError(f"{len(images)} images but {len(indices)} source indices")
@@ -112,19 +115,64 @@ def fit_clouds(
         )
     device = _device(device)
     decoder = decoder.to(device)
-    clouds, psnrs, done = [], [], 0
-    for members in pack_groups([tuple(im.shape[1:]) for im in images], fit.pixel_fraction, fit.pixel_budget):
-        group = FieldGroup(
+
+    def prepare(members: list[int]) -> FieldGroup:
+        return FieldGroup(
             [images[i] for i in members], field, split, [indices[i] for i in members],
             fit.seed, fit.pixel_fraction, fit.pixel_budget, device,
         )
+
+    def run(group: FieldGroup, members: list[int]) -> tuple[CloudBatch, Tensor]:
         psnr = fit_group(group, decoder, fit)
-        clouds.append(group.clouds(labels=None if labels is None else [labels[i] for i in members]))
-        psnrs.append(psnr)
-        done += len(members)
-        if progress is not None:
-            progress(done, psnr)
+        return group.clouds(labels=None if labels is None else [labels[i] for i in members]), psnr
+
+    sizes = [tuple(im.shape[1:]) for im in images]
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    budget = fit.pixel_budget
+    if workers > 1:  # at least one group per worker (packing does not change the results)
+        step_pixels = sum(chunk_size(int(h) * int(w), fit.pixel_fraction) for h, w in sizes)
+        budget = min(budget, max(1, math.ceil(step_pixels / workers)))
+    groups = pack_groups(sizes, fit.pixel_fraction, budget)
+    clouds, psnrs, done = [], [], 0
+    with ExitStack() as stack:
+        if workers > 1:
+            # CPU: one group per thread with single-threaded kernels, so no kernel waits on a
+            # fork/join of the intra-op pool (robust when other processes share the cores).
+            stack.enter_context(_intra_op_threads(1))
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+            results = pool.map(lambda members: run(prepare(members), members), groups)
+        elif device.type == "cuda":
+            # GPU: the next group is prepared (sampling, neighbours on the CPU) while this one fits.
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+            results = _prefetched(pool, prepare, run, groups)
+        else:
+            results = (run(prepare(members), members) for members in groups)
+        for members, (cloud, psnr) in zip(groups, results):
+            clouds.append(cloud)
+            psnrs.append(psnr)
+            done += len(members)
+            if progress is not None:
+                progress(done, psnr)
     return FitResult(CloudBatch.concat(clouds), torch.cat(psnrs))
+
+
+@contextmanager
+def _intra_op_threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _prefetched(pool: ThreadPoolExecutor, prepare, run, groups: list[list[int]]) -> Iterator[tuple[CloudBatch, Tensor]]:
+    pending = pool.submit(prepare, groups[0])
+    for g, members in enumerate(groups):
+        group = pending.result()
+        if g + 1 < len(groups):
+            pending = pool.submit(prepare, groups[g + 1])
+        yield run(group, members)
 
 
 def new_decoder(field: FieldConfig, channels: int, seed: int) -> Decoder:
@@ -168,16 +216,3 @@ def pretrain_decoder(
     psnr = group.psnr(decoder)
     return decoder.eval().cpu(), psnr
 
-
-def total_steps_pixels(sizes: Sequence[tuple[int, int]], fit: FitConfig) -> int:
-    """Supervised pixels over a whole fit of images of these sizes (for FLOP accounting)."""
-    total = 0
-    for height, width in sizes:
-        pixels = int(height) * int(width)
-        m = chunk_size(pixels, fit.pixel_fraction)
-        c = math.ceil(pixels / m)
-        full, rest = divmod(fit.steps, c)
-        per_cycle = pixels
-        chunk_pixels = [min(m, pixels - r * m) for r in range(c)]
-        total += full * per_cycle + sum(chunk_pixels[:rest])
-    return total

@@ -37,7 +37,7 @@ from arc.seeding import item_generator
 
 LATENT_INIT = 1e-4
 MIN_MSE = 1e-10  # PSNR is capped at 100 dB for a perfect reconstruction
-CPU_MICRO_BATCH = 8192  # pixels per matmul block on CPU, so activations stay in cache
+CPU_MICRO_BATCH = 2048  # pixels per matmul block on CPU, so activations stay in cache
 
 
 def chunk_size(pixels: int, pixel_fraction: float) -> int:
@@ -94,7 +94,7 @@ class FieldGroup:
 
     Attributes: ``latents`` [K, z] (leaf, requires_grad), ``latent_offset`` [B] (cumulative
     latent counts), ``pos`` [K, 2], ``sizes`` [B, 2], ``mean``/``std`` [B, C]; the pixel
-    table ``nbr`` [T, n] (global latent index), ``off`` [T, 2n] offsets / s, ``target``
+    table ``nbr`` [T, n] (global latent index, int32), ``off`` [T, 2n] offsets / s, ``target``
     [T, C] fit space, ``weight`` [T, 1] = 1 / (chunk pixels * C), ``image`` [T] image number,
     ``pixel`` [T] row-major pixel index within its image. T = total pixels.
     """
@@ -170,7 +170,8 @@ class FieldGroup:
                 phases.append(_split(start, cursor, self.pixel_budget))
             self._schedule.append((c, phases))
         nbr, off, target, weight, image, pixel = (torch.cat(col) for col in zip(*rows))
-        self.nbr = nbr.to(self.device)
+        index_dtype = torch.int32 if int(self.latent_offset[-1]) < 2**31 else torch.int64
+        self.nbr = nbr.to(self.device, index_dtype)  # int32 halves the gather index traffic
         self.off = off.to(self.device)
         self.target = target.contiguous().to(self.device)
         self.weight = weight.to(self.device)
@@ -280,7 +281,7 @@ class FrozenStep:
             weight = g.weight[sl]
             total += (weight * residual.square()).sum().double()
             dy = (residual * (2.0 * weight)).to(self.dtype)
-            dh = torch.ops.aten.threshold_backward(dy @ self.w2, h, 0.0)
+            dh = torch.ops.aten.threshold_backward(dy * self.w2 if self.w2.shape[0] == 1 else dy @ self.w2, h, 0.0)
             dlat = dh @ self.w1_lat
             grad.index_add_(0, idx, dlat.reshape(-1, self.z).to(grad.dtype))
         return total

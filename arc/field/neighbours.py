@@ -61,14 +61,16 @@ def _tree_chunk(tree: cKDTree, pos: np.ndarray, q: np.ndarray, n: int, extra: in
     if redo.size:
         radius = np.sqrt(d2[redo, n - 1]) * (1 + 1e-9) + 1e-12
         balls = tree.query_ball_point(q[redo], radius, workers=-1)
-        for row, members in zip(redo, balls):
-            members = np.asarray(members, dtype=np.int64)
-            ridx, _ = _exact_order(pos, q[row : row + 1], members[None])
-            out[row] = ridx[0, :n]
+        width = max(len(members) for members in balls)
+        padded = np.full((redo.size, width), k, dtype=np.int64)  # index k: a sentinel point at infinity
+        for row, members in enumerate(balls):
+            padded[row, : len(members)] = members
+        far = np.vstack([pos, np.full((1, 2), np.inf)])
+        out[redo] = _exact_order(far, q[redo], padded)[0][:, :n]
     return out
 
 
-def nearest_latents(pos: Tensor, queries: Tensor, n: int, extra: int = 12) -> Tensor:
+def nearest_latents(pos: Tensor, queries: Tensor, n: int, extra: int = 4) -> Tensor:
     """For each query [Q, 2] the indices of its n nearest latents pos [k, 2] -> [Q, n] int64 (CPU).
 
     Rows are sorted by (Euclidean distance, latent index); distances use float64.

@@ -20,7 +20,7 @@ class PointError(ValueError):
     """The input point batch is malformed (shapes, offsets, empty clouds, non-finite values)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Point:
     """A ragged batch of point clouds.
 

@@ -2,10 +2,11 @@
 
 Submanifold: outputs exist only at the active (occupied) voxels and read only
 active voxels, so the sparsity pattern is preserved. The pure-PyTorch path
-hashes (cloud, voxel) into int64 keys, finds every kernel tap's neighbour by
-``torch.searchsorted`` on the sorted keys, and sums ``feat[neighbour] @ W[tap]``
-over the taps (missing neighbours read a zero row). Taps along z are skipped
-when the whole batch has grid z = 0 (they can have no neighbour, so this is exact).
+hashes (cloud, voxel) into int64 keys, finds every kernel tap's neighbours by
+``torch.searchsorted`` on the sorted keys, and for each tap gathers the
+neighbours' features, multiplies them by that tap's weight and ``index_add_``s
+the result into the output rows. Taps along z are skipped when the whole batch
+has grid z = 0 (they can have no neighbour, so this is exact).
 
 On CUDA, when ``spconv.pytorch`` imports, spconv's SubMConv3d runs with this
 module's weights; its result is compared once per process against the pure
@@ -48,14 +49,16 @@ def tap_index(dx: int, dy: int, dz: int, kernel_size: int) -> int:
 
 @dataclass
 class NeighbourMap:
-    """Neighbours of every active site for the taps of one kernel size.
+    """Active (output, input) site pairs of every non-centre kernel tap of one kernel size.
 
-    taps: [T] int64 weight rows, ordered so that taps[T-1-t] is the opposite offset of taps[t].
-    index: [N, T] int64, the site at grid + offset(taps[t]) in the same cloud, or N when inactive.
+    taps[j]: weight row of the j-th tap with any pair; out_idx[j], in_idx[j]: [E_j] int64 with
+    grid[in] = grid[out] + offset(taps[j]) in the same cloud. Within a tap each site occurs at
+    most once on either side. The centre tap (every site with itself) is implicit.
     """
 
-    taps: Tensor
-    index: Tensor
+    taps: list[int]
+    out_idx: list[Tensor]
+    in_idx: list[Tensor]
 
 
 def neighbour_map(point: Point, kernel_size: int) -> NeighbourMap:
@@ -69,65 +72,71 @@ def neighbour_map(point: Point, kernel_size: int) -> NeighbourMap:
         return point.cache[cache_key]
     grid, batch = point.grid_coord, point.batch
     r = kernel_size // 2
-    steps = torch.arange(-r, r + 1, device=grid.device)
-    z_steps = steps if int(grid[:, 2].max()) > 0 else steps[r : r + 1]
-    offsets = torch.cartesian_prod(steps, steps, z_steps)  # lexicographic: reversed order = negated offsets
-    taps = ((offsets[:, 0] + r) * kernel_size + offsets[:, 1] + r) * kernel_size + offsets[:, 2] + r
+    z_range = range(-r, r + 1) if int(grid[:, 2].max()) > 0 else range(1)
     keys = voxel_key(grid, batch)
     sorted_keys, perm = torch.sort(keys)
     limit = 1 << DEPTH
-    nb = grid[:, None, :] + offsets[None, :, :]
-    inside = ((nb >= 0) & (nb < limit)).all(dim=2)
-    nkey = voxel_key(nb.clamp(0, limit - 1).view(-1, 3), batch.repeat_interleave(offsets.shape[0]))
-    pos = torch.searchsorted(sorted_keys, nkey).clamp_(max=keys.numel() - 1)
-    found = inside.view(-1) & (sorted_keys[pos] == nkey)
-    index = torch.where(found, perm[pos], keys.numel()).view(-1, offsets.shape[0])
-    point.cache[cache_key] = NeighbourMap(taps=taps, index=index)
-    return point.cache[cache_key]
+    nmap = NeighbourMap(taps=[], out_idx=[], in_idx=[])
+    for dx in range(-r, r + 1):
+        for dy in range(-r, r + 1):
+            for dz in z_range:
+                if dx == dy == dz == 0:
+                    continue
+                nb = grid + torch.tensor([dx, dy, dz], device=grid.device)
+                inside = ((nb >= 0) & (nb < limit)).all(dim=1)
+                nkey = voxel_key(nb.clamp(0, limit - 1), batch)
+                pos = torch.searchsorted(sorted_keys, nkey).clamp_(max=keys.numel() - 1)
+                out_idx = torch.nonzero(inside & (sorted_keys[pos] == nkey)).flatten()
+                if out_idx.numel():
+                    nmap.taps.append(tap_index(dx, dy, dz, kernel_size))
+                    nmap.out_idx.append(out_idx)
+                    nmap.in_idx.append(perm[pos[out_idx]])
+    point.cache[cache_key] = nmap
+    return nmap
 
 
-class _GatherConv(torch.autograd.Function):
-    """out[i] = sum_t feat[index[i, t]] @ weight[taps[t]] (rows with index N read zeros).
+class _SubmConv(torch.autograd.Function):
+    """out = feat @ W[centre] + sum_j index_add(out_idx[j], feat[in_idx[j]] @ W[taps[j]]).
 
-    Backward uses the same neighbour map with the taps reversed (the adjoint of a
-    submanifold conv is the conv with the flipped kernel), so neither pass scatters.
+    The backward reuses the same pairs (gather, matmul, index_add), which is cheaper than
+    autograd's generic scatter for the gathers.
     """
 
     @staticmethod
-    def forward(ctx, feat: Tensor, weight: Tensor, index: Tensor, taps: Tensor) -> Tensor:
-        ctx.save_for_backward(feat, weight, index, taps)
-        padded = torch.cat([feat, feat.new_zeros(1, feat.shape[1])])
-        w = weight[taps]
-        out = padded[index[:, 0]] @ w[0]
-        for t in range(1, taps.numel()):
-            out.addmm_(padded[index[:, t]], w[t])
+    def forward(ctx, feat: Tensor, weight: Tensor, nmap: NeighbourMap, centre: int) -> Tensor:
+        ctx.save_for_backward(feat, weight)
+        ctx.nmap, ctx.centre = nmap, centre
+        out = feat @ weight[centre]
+        for tap, out_idx, in_idx in zip(nmap.taps, nmap.out_idx, nmap.in_idx):
+            out.index_add_(0, out_idx, feat[in_idx] @ weight[tap])
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
-        feat, weight, index, taps = ctx.saved_tensors
+        feat, weight = ctx.saved_tensors
+        nmap, centre = ctx.nmap, ctx.centre
         grad_feat = grad_weight = None
-        n_taps = taps.numel()
-        g_padded = torch.cat([grad_out, grad_out.new_zeros(1, grad_out.shape[1])])
         if ctx.needs_input_grad[0]:
-            w_t = weight[taps.flip(0)].transpose(1, 2)
-            grad_feat = g_padded[index[:, 0]] @ w_t[0]
-            for t in range(1, n_taps):
-                grad_feat.addmm_(g_padded[index[:, t]], w_t[t])
+            grad_feat = grad_out @ weight[centre].t()
+            for tap, out_idx, in_idx in zip(nmap.taps, nmap.out_idx, nmap.in_idx):
+                grad_feat.index_add_(0, in_idx, grad_out[out_idx] @ weight[tap].t())
         if ctx.needs_input_grad[1]:
-            padded = torch.cat([feat, feat.new_zeros(1, feat.shape[1])])
             grad_weight = torch.zeros_like(weight)
-            for t in range(n_taps):
-                grad_weight[taps[t]] = padded[index[:, t]].t() @ grad_out
+            grad_weight[centre] = feat.t() @ grad_out
+            for tap, out_idx, in_idx in zip(nmap.taps, nmap.out_idx, nmap.in_idx):
+                grad_weight[tap] = feat[in_idx].t() @ grad_out[out_idx]
         return grad_feat, grad_weight, None, None
 
 
 def subm_conv_torch(feat: Tensor, point: Point, weight: Tensor, bias: Tensor | None, kernel_size: int) -> Tensor:
     """Pure-PyTorch submanifold conv. feat [N, C_in], weight [k**3, C_in, C_out] -> [N, C_out]."""
     nmap = neighbour_map(point, kernel_size)
-    out = _GatherConv.apply(feat, weight, nmap.index, nmap.taps)
-    return out if bias is None else out + bias
+    device_type = feat.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else feat.dtype
+    centre = tap_index(0, 0, 0, kernel_size)
+    out = _SubmConv.apply(feat.to(dtype), weight.to(dtype), nmap, centre)
+    return out if bias is None else out + bias.to(dtype)
 
 
 @functools.cache
@@ -190,16 +199,12 @@ class SubMConv3d(nn.Module):
             return torch.func.functional_call(conv, params, (sp,)).features
 
         if SubMConv3d._spconv_layout is None:
-            reference = subm_conv_torch(feat, point, self.weight, self.bias, self.kernel_size)
-            tol = 1e-2 * float(reference.abs().max()) + 1e-4
-            for layout in ("direct", "flipped"):
-                with torch.no_grad():
-                    ok = bool(((run(layout) - reference).abs() <= tol).all())
-                if ok:
-                    SubMConv3d._spconv_layout = layout
-                    break
-            else:
-                SubMConv3d._spconv_layout = "off"
+            with torch.no_grad():
+                reference = subm_conv_torch(feat, point, self.weight, self.bias, self.kernel_size)
+                tol = 1e-2 * float(reference.abs().max()) + 1e-4
+                matches = [bool(((run(lay) - reference).abs() <= tol).all()) for lay in ("direct", "flipped")]
+            SubMConv3d._spconv_layout = "direct" if matches[0] else "flipped" if matches[1] else "off"
+            if SubMConv3d._spconv_layout == "off":
                 warnings.warn("spconv disagrees with the pure-PyTorch sparse conv; using the pure path")
-                return reference
+                return subm_conv_torch(feat, point, self.weight, self.bias, self.kernel_size)
         return run(SubMConv3d._spconv_layout)

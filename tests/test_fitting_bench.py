@@ -1,0 +1,39 @@
+"""The fitting benchmark tool runs end to end on a tiny source and reports consistent figures."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import bench_fit  # noqa: E402
+
+from arc.field import FieldConfig, FitConfig  # noqa: E402
+
+
+def test_flop_formula_matches_hand_count():
+    field = FieldConfig(latent_dim=32, neighbours=4)
+    fit = FitConfig(steps=4)
+    # 28x28: 4 steps cover every pixel once (m = 196), then one full decode of 784 pixels
+    per_pixel = 2 * 136 * 136 + 4 * 136 + 2 * 136 * 128
+    decode = 2 * 136 * 136 + 2 * 136
+    assert bench_fit.gflop_per_image(28, 28, field, 1, fit) == pytest.approx((784 * per_pixel + 784 * decode) / 1e9)
+    assert bench_fit.supervised_pixels(63, FitConfig(steps=7)) == 63 + 15 + 15  # chunks 15,15,15,15,3
+
+
+def test_bench_runs_on_small_npz(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = (rng.random((6, 10, 10)) * 255).astype(np.uint8)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=x, y_train=np.arange(6) % 2, x_test=x[:2], y_test=np.array([0, 1]))
+    result = bench_fit.main([
+        "--source", f"npz:{path}", "--images", "4", "--steps", "3", "--pretrain", "2",
+        "--pretrain-images", "2", "--peak-size", "256", "--reference-loop", "--reference-images", "2", "--json",
+    ])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line == result and result["images"] == 4
+    for key in ("images_per_s", "psnr_mean", "gflop_per_image", "achieved_gflops", "matmul_peak_gflops",
+                "peak_fraction", "reference_images_per_s", "speedup", "psnr_diff"):
+        assert key in result
+    assert abs(result["psnr_diff"]) < 1e-3

@@ -1,0 +1,197 @@
+"""Benchmark the batched fitting engine against the machine's matmul limit and a one-at-a-time loop.
+
+    python tools/bench_fit.py --source npz:PATH --images 512 --steps 500 --pretrain 100 \
+        --device cpu --json [--decoder CKPT] [--reference-loop] [--pixel-budget B] [--precision 32|bf16]
+
+Prints one JSON line. FLOPs are counted analytically for the decoder matmuls only.
+With F = n(z+2) inputs, width W = F and C outputs, a supervised pixel costs
+
+    forward  2*F*W + 2*W*C      (two Linear layers)
+    backward 2*C*W + 2*W*n*z    (input gradient: dh = dy W2, dlatent = dh W1[:, :n*z]; no weight grads)
+
+and each image adds one full decode of its P pixels (2*F*W + 2*W*C each) for its PSNR, so
+
+    gflop_per_image = (S * (2FW + 4WC + 2Wnz) + P * (2FW + 2WC)) / 1e9
+
+with S the pixels supervised over all steps (about steps * pixel_fraction * P).
+achieved_gflops = gflop_per_image * images / engine seconds (preparation excluded);
+matmul_peak_gflops is a 4096^2 (``--peak-size``) matmul timed in the same run and dtype.
+``images_per_s`` is end to end (preparation: sampling, neighbours, tables; plus fitting).
+``--reference-loop`` fits the first ``--reference-images`` images one at a time with the same engine
+(batch of one, neighbours precomputed, nothing saved) and reports its rate, the speedup of the
+batched engine and the PSNR difference on those images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+from arc.data.sources import open_source
+from arc.field import (
+    FieldConfig,
+    FieldGroup,
+    FitConfig,
+    PretrainConfig,
+    fit_group,
+    load_decoder,
+    pack_groups,
+    pretrain_decoder,
+)
+from arc.field.group import chunk_size
+
+_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def supervised_pixels(pixels: int, fit: FitConfig) -> int:
+    """Pixels supervised over ``fit.steps`` steps of the chunked schedule for an image of P pixels."""
+    m = chunk_size(pixels, fit.pixel_fraction)
+    sizes = [min(m, pixels - r * m) for r in range(math.ceil(pixels / m))]
+    full, rest = divmod(fit.steps, len(sizes))
+    return full * pixels + sum(sizes[:rest])
+
+
+def gflop_per_image(height: int, width: int, field: FieldConfig, channels: int, fit: FitConfig) -> float:
+    """Decoder FLOPs (forward + input gradient + final decode) of fitting one image, in GFLOP."""
+    n, z = field.neighbours, field.latent_dim
+    f = w = n * (z + 2)
+    pixels = height * width
+    per_step_pixel = 2 * f * w + 4 * w * channels + 2 * w * n * z
+    per_decode_pixel = 2 * f * w + 2 * w * channels
+    return (supervised_pixels(pixels, fit) * per_step_pixel + pixels * per_decode_pixel) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of a size x size matmul."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    torch.mm(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def run_engine(images, indices, decoder, field, fit, device) -> tuple[torch.Tensor, float, float]:
+    """Fit images in budget-packed groups -> (psnr [B], preparation seconds, engine seconds)."""
+    psnrs, prep, engine = [], 0.0, 0.0
+    for members in pack_groups([tuple(im.shape[1:]) for im in images], fit.pixel_fraction, fit.pixel_budget):
+        start = time.perf_counter()
+        group = FieldGroup([images[i] for i in members], field, "train", [indices[i] for i in members],
+                           fit.seed, fit.pixel_fraction, fit.pixel_budget, device)
+        _sync(device)
+        prep += time.perf_counter() - start
+        start = time.perf_counter()
+        psnrs.append(fit_group(group, decoder, fit))
+        _sync(device)
+        engine += time.perf_counter() - start
+    return torch.cat(psnrs), prep, engine
+
+
+def run_reference(images, indices, decoder, field, fit, device) -> tuple[torch.Tensor, float]:
+    """One image at a time through the same engine (neighbours precomputed) -> (psnr [B], seconds)."""
+    groups = [FieldGroup([im], field, "train", [i], fit.seed, fit.pixel_fraction, fit.pixel_budget, device)
+              for im, i in zip(images, indices)]
+    _sync(device)
+    start = time.perf_counter()
+    psnr = torch.cat([fit_group(group, decoder, fit) for group in groups])
+    _sync(device)
+    return psnr, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", required=True, help="image source spec, e.g. npz:PATH, digits, shapes")
+    parser.add_argument("--root", default=os.environ.get("ARC_DATA", "data"))
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--pretrain", type=int, default=100, help="decoder pretraining steps (0: random decoder)")
+    parser.add_argument("--pretrain-images", type=int, default=32)
+    parser.add_argument("--decoder", help="a decoder checkpoint to use instead of pretraining")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--pixel-budget", type=int, default=FitConfig.pixel_budget)
+    parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
+    parser.add_argument("--reference-loop", action="store_true")
+    parser.add_argument("--reference-images", type=int, default=32)
+    parser.add_argument("--latents-per-pixel", type=float, default=0.05)
+    parser.add_argument("--peak-size", type=int, default=4096, help="matrix size of the peak-matmul timing")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    split = open_source(args.source, root=args.root).split(args.split)
+    count = min(args.images, len(split))
+    images = [split[i][0] for i in range(count)]
+    indices = list(range(count))
+    channels = int(images[0].shape[0])
+    field = FieldConfig(latents_per_pixel=args.latents_per_pixel)
+    fit = FitConfig(steps=args.steps, pixel_budget=args.pixel_budget, precision=args.precision)
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+
+    start = time.perf_counter()
+    if args.decoder:
+        decoder, _ = load_decoder(args.decoder)
+    else:
+        n_pre = min(args.pretrain_images, count)
+        decoder, _ = pretrain_decoder(images[:n_pre], field, PretrainConfig(steps=max(1, args.pretrain)), "train",
+                                      indices[:n_pre], device=device)
+    pretrain_s = time.perf_counter() - start
+    log(f"decoder ready in {pretrain_s:.1f}s")
+    decoder = decoder.to(device)
+
+    dtype = _DTYPES[args.precision] if device.type == "cuda" else torch.float32
+    peak = matmul_peak(device, dtype, args.peak_size)
+    psnr, prep_s, engine_s = run_engine(images, indices, decoder, field, fit, device)
+    flop = sum(gflop_per_image(int(im.shape[1]), int(im.shape[2]), field, channels, fit) for im in images)
+    result = {
+        "source": args.source,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "precision": args.precision,
+        "images": count,
+        "image_size": list(images[0].shape),
+        "steps": args.steps,
+        "pixel_budget": args.pixel_budget,
+        "pretrain_s": round(pretrain_s, 3),
+        "prepare_s": round(prep_s, 3),
+        "engine_s": round(engine_s, 3),
+        "images_per_s": round(count / (prep_s + engine_s), 3),
+        "engine_images_per_s": round(count / engine_s, 3),
+        "psnr_mean": round(float(psnr.mean()), 3),
+        "gflop_per_image": round(flop / count, 4),
+        "achieved_gflops": round(flop / engine_s, 2),
+        "matmul_peak_gflops": round(peak, 2),
+        "peak_fraction": round(flop / engine_s / peak, 4),
+    }
+    if args.reference_loop:
+        ref_count = min(args.reference_images, count)
+        ref_psnr, ref_s = run_reference(images[:ref_count], indices[:ref_count], decoder, field, fit, device)
+        result.update(
+            reference_images=ref_count,
+            reference_images_per_s=round(ref_count / ref_s, 3),
+            reference_psnr_mean=round(float(ref_psnr.mean()), 3),
+            speedup=round((count / engine_s) / (ref_count / ref_s), 2),
+            psnr_diff=round(float(psnr[:ref_count].mean() - ref_psnr.mean()), 5),
+            psnr_max_abs_diff=round(float((psnr[:ref_count] - ref_psnr).abs().max()), 5),
+        )
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
