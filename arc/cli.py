@@ -74,3 +74,23 @@ def main(args: Optional[list[str]] = None) -> ARCCLI:
         args=args,
     )
 
+
+
+def anchor_main(args: Optional[list[str]] = None) -> Path:
+    """Entry point of ``tools/anchor.py``: run the representation stages of a config's DataModule."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ensure_wandb_never_prompts()
+    cli = ARCCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=None,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        seed_everything_default=0,
+        args=args,
+        run=False,
+    )
+    store = cli.datamodule.prepare_clouds()
+    print(f"store: {store.path}")
+    for split, count in store.counts.items():
+        print(f"  {split}: {count} clouds, {len(store.skipped.get(split, []))} skipped")
+    return store.path

@@ -142,10 +142,10 @@ def _fit_shard(
         return 0, 0.0
     start, done = time.perf_counter(), [0]
 
-    def progress(images_done: int, psnr: float) -> None:
+    def progress(images_done: int, group_psnr: torch.Tensor) -> None:
         bar.update(images_done - done[0])
         done[0] = images_done
-        bar.set_postfix(psnr=f"{psnr:.2f}", img_s=f"{images_done / max(time.perf_counter() - start, 1e-9):.1f}")
+        bar.set_postfix(psnr=f"{float(group_psnr.mean()):.2f}", img_s=f"{images_done / max(time.perf_counter() - start, 1e-9):.1f}")
 
     result = fit_clouds(images, decoder, field, fit, split_name, kept, labels, device=device, progress=progress)
     bar.update(len(kept) - done[0] + len(skipped))

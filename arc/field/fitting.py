@@ -76,7 +76,7 @@ def fit_group(group: FieldGroup, decoder: Decoder, fit: FitConfig) -> Tensor:
         for step in range(fit.steps):
             grad.zero_()
             for piece in group.passes(step):
-                engine.accumulate(latents, grad, piece)
+                engine.accumulate(latents, grad, piece, loss=False)
             optimiser.step()
     latents.grad = None
     return group.psnr(decoder)

@@ -265,10 +265,10 @@ class FrozenStep:
             micro_batch = CPU_MICRO_BATCH if group.device.type == "cpu" else group.pixel_budget
         self.micro_batch = max(1, int(micro_batch))
 
-    def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass) -> Tensor:
-        """Add d(loss of the pass)/d latents into ``grad`` [K, z]; return the pass loss (0-dim, float64)."""
+    def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass, loss: bool = True) -> Tensor | None:
+        """Add d(loss of the pass)/d latents into ``grad`` [K, z]; return the pass loss (0-dim, float64) or None."""
         g = self.group
-        total = torch.zeros((), dtype=torch.float64, device=g.device)
+        total = torch.zeros((), dtype=torch.float64, device=g.device) if loss else None
         for a in range(piece.start, piece.stop, self.micro_batch):
             sl = slice(a, min(a + self.micro_batch, piece.stop))
             idx = g.nbr[sl].reshape(-1)
@@ -279,7 +279,8 @@ class FrozenStep:
             h.relu_()
             residual = torch.addmm(self.b2, h, self.w2_t).float() - g.target[sl]
             weight = g.weight[sl]
-            total += (weight * residual.square()).sum().double()
+            if loss:
+                total += (weight * residual.square()).sum().double()
             dy = (residual * (2.0 * weight)).to(self.dtype)
             dh = torch.ops.aten.threshold_backward(dy * self.w2 if self.w2.shape[0] == 1 else dy @ self.w2, h, 0.0)
             dlat = dh @ self.w1_lat
