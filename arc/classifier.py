@@ -335,7 +335,7 @@ class ARCClassifier(pl.LightningModule):
 
     def training_step(self, batch: CloudBatch, batch_idx: int) -> Tensor:
         loss = self.training_loss(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch))
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
         return loss
 
     def _evaluate(self, batch: CloudBatch, stage: str) -> Tensor:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -17,6 +18,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def wandb_has_credentials() -> bool:
@@ -53,6 +55,14 @@ class ARCCLI(LightningCLI):
         parser.link_arguments("data.latent_dim", "model.init_args.latent_dim", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
+    def before_predict(self) -> None:
+        from arc.classifier import PredictionWriter
+
+        if not any(isinstance(callback, PredictionWriter) for callback in self.trainer.callbacks):
+            path = Path(self.trainer.default_root_dir) / "predictions.csv"
+            self.trainer.callbacks.append(PredictionWriter(path))
+            log.info("writing predictions to %s", path)
+
     def after_fit(self) -> None:
         if not self.config.fit.get("test_after_fit", True) or not is_overridden("test_dataloader", self.datamodule):
             return
@@ -60,36 +70,50 @@ class ARCCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
 
 
-def main(args: Optional[list[str]] = None) -> ARCCLI:
-    """Entry point of ``tools/train.py``."""
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (the user's invalid value, not the parser's wrapper)."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def exit_on_invalid_config(run: Callable[[], T]) -> T:
+    """Run ``run``; an invalid value ends the program with one message (``ARC_DEBUG=1`` shows the traceback)."""
+    try:
+        return run()
+    except ValueError as error:
+        if os.environ.get("ARC_DEBUG"):
+            raise
+        cause = root_cause(error)
+        print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def build_cli(args: Optional[list[str]] = None, run: bool = True) -> ARCCLI:
+    """The arc CLI (W&B never prompts; invalid values end with one message)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ensure_wandb_never_prompts()
-    return ARCCLI(
+    return exit_on_invalid_config(lambda: ARCCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
-        save_config_callback=SaveConfigToRun,
+        save_config_callback=SaveConfigToRun if run else None,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"},
         seed_everything_default=0,
         args=args,
-    )
+        run=run,
+    ))
 
+
+def main(args: Optional[list[str]] = None) -> ARCCLI:
+    """Entry point of ``tools/train.py``: fit / validate / test / predict."""
+    return build_cli(args)
 
 
 def anchor_main(args: Optional[list[str]] = None) -> Path:
     """Entry point of ``tools/anchor.py``: run the representation stages of a config's DataModule."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    ensure_wandb_never_prompts()
-    cli = ARCCLI(
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=None,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        seed_everything_default=0,
-        args=args,
-        run=False,
-    )
-    store = cli.datamodule.prepare_clouds()
+    cli = build_cli(args, run=False)
+    store = exit_on_invalid_config(cli.datamodule.prepare_clouds)
     print(f"store: {store.path}")
     for split, count in store.counts.items():
         print(f"  {split}: {count} clouds, {len(store.skipped.get(split, []))} skipped")

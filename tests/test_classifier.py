@@ -325,6 +325,7 @@ def test_fit_learns_checkpoint_keeps_stats_and_predict_writes_csv(tmp_path):
     fit = trainer(tmp_path, max_epochs=6)
     fit.fit(model, datamodule=data)
     acc = float(fit.callback_metrics["val/acc"])
+    assert {"train/loss", "val/loss", "val/acc", "val/acc_macro"} <= set(fit.callback_metrics)
     assert acc > 0.5, acc  # chance is 0.25
     assert model.class_names == ["ant", "bee", "cat", "dog"]
     assert torch.allclose(model.latent_mean, data.latent_stats[0])

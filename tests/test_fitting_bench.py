@@ -37,3 +37,14 @@ def test_bench_runs_on_small_npz(tmp_path, capsys):
                 "peak_fraction", "reference_images_per_s", "speedup", "psnr_diff"):
         assert key in result
     assert abs(result["psnr_diff"]) < 1e-3
+
+
+def test_strokes_npz_is_a_valid_source(tmp_path):
+    from arc.data.sources import open_source
+
+    path = tmp_path / "strokes.npz"
+    assert bench_fit.main(["--make-strokes", str(path)]) == {"written": str(path)}
+    train = open_source(f"npz:{path}").split("train")
+    image, label = train[0]
+    assert tuple(image.shape) == (1, 28, 28) and 0 <= int(label) < 10
+    assert float(image.min()) == 0.0 and float(image.max()) == 1.0

@@ -1,0 +1,74 @@
+"""tools/train.py and tools/anchor.py end to end on tiny generated data (CPU, W&B offline)."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from arc.cli import anchor_main, main
+from arc.data.sources import open_source
+from arc.field.config import FieldConfig, PretrainConfig
+from arc.field.decoder import load_decoder
+from arc.field.fitting import pretrain_decoder
+from arc.pipeline import pretraining_images
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    for name in ("tiny.yaml", "tiny_pretrain.yaml"):
+        shutil.copy(DATA / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_fit_then_test_then_predict(workdir):
+    cli = main(["fit", "--config", "tiny.yaml"])
+    best = workdir / "runs/tiny/checkpoints/best.ckpt"
+    assert best.exists()
+    metrics = cli.trainer.callback_metrics
+    for name in ("test/acc", "test/acc_macro", "test/acc_class/disc"):
+        assert name in metrics, sorted(metrics)
+    assert cli.trainer.checkpoint_callback.monitor == "val/acc"
+    assert cli.trainer.checkpoint_callback.best_model_score is not None
+    assert list((workdir / "runs/tiny/wandb").glob("offline-run-*")), "W&B did not run offline"
+    assert (workdir / "runs/tiny/config.yaml").exists() or list(workdir.glob("runs/tiny/**/config.yaml"))
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    assert "latent_mean" in "".join(checkpoint["state_dict"])
+
+    main(["predict", "--config", "tiny.yaml", "--ckpt_path", str(best)])
+    rows = list(csv.DictReader(open(workdir / "runs/tiny/predictions.csv")))
+    assert len(rows) == 8 and {"index", "label", "pred", "top1_prob"} <= set(rows[0])
+    assert sorted(int(r["index"]) for r in rows) == list(range(8))
+
+
+def test_invalid_values_end_with_one_message(workdir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "tiny.yaml", "--data.batch_size", "0"])
+    assert exit_info.value.code == 2
+    assert "batch_size must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "tiny.yaml", "--model.init_args.augment", "{bogus: 1}"])
+    assert "unknown augmentation 'bogus'" in capsys.readouterr().err
+
+
+def test_standalone_pretraining_is_the_pipeline_computation_and_is_reused(workdir, capsys):
+    main(["fit", "--config", "tiny_pretrain.yaml"])
+    (path,) = (workdir / "data/decoders").glob("*.safetensors")
+    decoder, _ = load_decoder(path)
+    field, pretrain = FieldConfig(latent_dim=8, latents_per_pixel=0.1), PretrainConfig(images=6, steps=10)
+    source = open_source("shapes", size=12, count={"train": 24, "val": 8, "test": 8})
+    images, indices = pretraining_images(source, pretrain)
+    reference, _ = pretrain_decoder(images, field, pretrain, "train", indices)
+    for ours, theirs in zip(decoder.state_dict().values(), reference.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+    mtime = path.stat().st_mtime_ns
+    store = anchor_main(["--config", "tiny.yaml"])
+    assert path.stat().st_mtime_ns == mtime, "the anchoring run pretrained again"
+    assert "train: 24 clouds" in capsys.readouterr().out
+    assert (store / "manifest.json").exists()
