@@ -28,11 +28,18 @@ def test_lattice_matches_reference(k):
     assert torch.equal(nearest_latents(pos, queries, 4), reference(pos, queries, 4))
 
 
-def test_random_fractional_positions_and_queries():
+@pytest.mark.parametrize("k", [60, 500])  # brute force and tree
+def test_random_fractional_positions_and_queries(k):
     g = torch.Generator().manual_seed(0)
-    pos = torch.rand(500, 2, generator=g) * 50
+    pos = torch.rand(k, 2, generator=g) * 50
     queries = torch.rand(700, 2, generator=g) * 60 - 5
     assert torch.equal(nearest_latents(pos, queries, 6), reference(pos, queries, 6))
+
+
+def test_lattice_latents_with_half_pixel_queries_brute_force():
+    pos = lattice_positions(40, 12, 12, 3)
+    queries = pixel_grid(24, 24) / 2 - 0.25  # sub-pixel centres at scale 2: many ties, non-integer
+    assert torch.equal(nearest_latents(pos, queries, 4), reference(pos, queries, 4))
 
 
 def test_heavy_ties_need_requery(monkeypatch):

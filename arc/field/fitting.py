@@ -5,6 +5,11 @@ pixel budget; each group is a :class:`~arc.field.group.FieldGroup` fitted with
 one Adam over its flat latent tensor. Because the loss is the sum of per-image
 mean squared errors and Adam is element-wise, the result of an image does not
 depend on which images share its group.
+
+Execution: on the CPU, groups run concurrently, one per intra-op thread, each with
+single-threaded kernels (small matmul blocks stay in cache and no kernel waits on a
+thread-pool barrier); on CUDA, groups run one after another on the device while the
+next group is prepared on the CPU (sampling, neighbours) in a background thread.
 """
 from __future__ import annotations
 
@@ -133,16 +138,14 @@ def fit_clouds(
         step_pixels = sum(chunk_size(int(h) * int(w), fit.pixel_fraction) for h, w in sizes)
         budget = min(budget, max(1, math.ceil(step_pixels / workers)))
     groups = pack_groups(sizes, fit.pixel_fraction, budget)
+    workers = min(workers, len(groups))  # a single (large) group keeps the multi-threaded kernels
     clouds, psnrs, done = [], [], 0
     with ExitStack() as stack:
         if workers > 1:
-            # CPU: one group per thread with single-threaded kernels, so no kernel waits on a
-            # fork/join of the intra-op pool (robust when other processes share the cores).
             stack.enter_context(_intra_op_threads(1))
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
             results = pool.map(lambda members: run(prepare(members), members), groups)
         elif device.type == "cuda":
-            # GPU: the next group is prepared (sampling, neighbours on the CPU) while this one fits.
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             results = _prefetched(pool, prepare, run, groups)
         else:

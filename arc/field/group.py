@@ -72,7 +72,7 @@ def prepare_image(image01: Tensor, field: FieldConfig, seed: int, split: str, in
     """Everything random and precomputed for one image (CPU)."""
     check_image(image01)
     image01 = image01.detach().to("cpu", torch.float32)
-    c, height, width = image01.shape
+    _, height, width = image01.shape
     latent_count(height, width, 0, field)  # raises for images with fewer than n pixels
     target, mean, std = to_fit_space(image01, field.colour)
     generator = item_generator(seed, split, index)
@@ -97,6 +97,15 @@ class FieldGroup:
     table ``nbr`` [T, n] (global latent index, int32), ``off`` [T, 2n] offsets / s, ``target``
     [T, C] fit space, ``weight`` [T, 1] = 1 / (chunk pixels * C), ``image`` [T] image number,
     ``pixel`` [T] row-major pixel index within its image. T = total pixels.
+
+    A training loop with a trainable decoder (e.g. a LightningModule with manual optimisation)::
+
+        for step in range(steps):
+            optimiser.zero_grad()
+            for piece in group.passes(step):
+                group.loss(decoder, group.latents, piece).backward()
+            optimiser.step()
+        psnr, clouds = group.psnr(decoder), group.clouds(labels=labels)
     """
 
     def __init__(

@@ -30,11 +30,18 @@ def _check(pos: Tensor, queries: Tensor, n: int) -> None:
 
 
 def _brute_force(pos: Tensor, queries: Tensor, n: int) -> Tensor:
-    chunk = max(1, (1 << 22) // pos.shape[0])
+    k = pos.shape[0]
+    chunk = max(1, (1 << 22) // k)
+    integer = bool((pos == pos.round()).all()) and bool((queries == queries.round()).all())
     out = []
     for q in queries.split(chunk):
         d2 = (pos[None, :, 0] - q[:, None, 0]).square() + (pos[None, :, 1] - q[:, None, 1]).square()
-        out.append(torch.sort(d2, dim=1, stable=True).indices[:, :n])  # stable: ties keep index order
+        if integer and float(d2.max()) * k < 2.0**52:
+            # integer squared distances: d2 * k + index is an exact, unique (distance, index) key
+            key = d2 * k + torch.arange(k, dtype=d2.dtype)
+            out.append(torch.topk(key, n, dim=1, largest=False, sorted=True).indices)
+        else:
+            out.append(torch.sort(d2, dim=1, stable=True).indices[:, :n])  # stable: ties keep index order
     return torch.cat(out)
 
 
