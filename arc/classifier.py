@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -29,6 +28,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from arc.augment import build_augmentations
 from arc.cloud import CloudBatch, CloudError
+from arc.viz import cloud_scatter, confusion_image
 
 __all__ = ["ARCClassifier", "ClassifierConfigError", "PredictionWriter", "ARC_BACKBONE", "DEFAULT_AUGMENT"]
 
@@ -75,62 +75,6 @@ def _mean_pool(feat: Tensor, offset: Tensor) -> Tensor:
     ids = torch.repeat_interleave(torch.arange(offset.numel(), device=feat.device), counts, output_size=feat.shape[0])
     total = feat.new_zeros(offset.numel(), feat.shape[1]).index_add_(0, ids, feat)
     return total / counts.clamp(min=1).unsqueeze(1).to(feat.dtype)
-
-
-def _figure_to_array(fig) -> np.ndarray:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def _confusion_image(matrix: Tensor, names: Sequence[str]) -> np.ndarray:
-    """RGB array of a row-normalised confusion matrix (rows = true class)."""
-    from matplotlib.figure import Figure
-
-    m = matrix.float()
-    m = (m / m.sum(1, keepdim=True).clamp(min=1)).numpy()
-    k = len(names)
-    size = min(12.0, 2.0 + 0.4 * k)
-    fig = Figure(figsize=(size, size), dpi=80)
-    ax = fig.add_subplot()
-    ax.imshow(m, vmin=0, vmax=1, cmap="Blues")
-    if k <= 30:
-        ax.set_xticks(range(k), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(k), names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    return _figure_to_array(fig)
-
-
-def _cloud_image(clouds: CloudBatch, titles: Sequence[str]) -> np.ndarray:
-    """RGB array: one scatter per cloud, (col, row) with the row axis down, coloured by the latents' first PCA component."""
-    from matplotlib.figure import Figure
-
-    n = len(clouds)
-    fig = Figure(figsize=(3 * n, 3), dpi=80)
-    lat = clouds.lat.float()
-    centred = lat - lat.mean(0)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    colour = (centred @ v[0]).numpy()
-    ids = clouds.batch_ids().numpy()
-    pos = clouds.pos.numpy()
-    for i in range(n):
-        ax = fig.add_subplot(1, n, i + 1)
-        sel = ids == i
-        marker = float(np.clip(3000.0 / max(int(sel.sum()), 1), 1.0, 30.0))  # visible for 10 or 10k points
-        ax.scatter(pos[sel, 1], pos[sel, 0], c=colour[sel], s=marker, cmap="viridis")
-        h, w = clouds.size[i].tolist()
-        ax.set_xlim(-0.5, w - 0.5)
-        ax.set_ylim(h - 0.5, -0.5)
-        ax.set_aspect("equal")
-        ax.set_title(titles[i], fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return _figure_to_array(fig)
 
 
 class ARCClassifier(pl.LightningModule):
@@ -412,13 +356,13 @@ class ARCClassifier(pl.LightningModule):
         if logger is None or self.global_rank != 0:
             return
         try:
-            images = {f"{stage}/confusion_matrix": _confusion_image(matrix, self.names())}
+            images = {f"{stage}/confusion_matrix": confusion_image(matrix, self.names())}
             clouds, self._media_clouds = self._media_clouds, None
             if clouds is not None and stage == "val":
                 lat = self.normalise(clouds.lat.to(self.device)).cpu()
                 shown = replace(clouds, lat=lat)
                 titles = [self.names()[int(c)] for c in clouds.label]
-                images[f"{stage}/clouds"] = _cloud_image(shown, titles)
+                images[f"{stage}/clouds"] = cloud_scatter(shown, titles)
             for key, image in images.items():
                 logger.log_image(key=key, images=[image], step=self.global_step)
         except Exception as err:  # media are optional: never stop training for them

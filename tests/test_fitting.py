@@ -107,9 +107,10 @@ def test_split_step_equals_unsplit_step():
     torch.testing.assert_close(grads[0][1], grads[1][1])
 
 
-def test_manual_gradient_equals_autograd():
-    images = smooth_images([(12, 12), (9, 13)], 3, seed=5)
-    dec = new_decoder(FIELD, 3, seed=2)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_manual_gradient_equals_autograd(channels):
+    images = smooth_images([(12, 12), (9, 13)], channels, seed=5)
+    dec = new_decoder(FIELD, channels, seed=2)
     group = FieldGroup(images, FIELD, "train", [0, 1], 0, 0.25, 50)
     with torch.no_grad():
         group.latents.normal_(generator=torch.Generator().manual_seed(0))
@@ -158,6 +159,14 @@ def test_loss_is_sum_of_per_image_means():
         pred = torch.cat([group.predict(dec, group.latents, Pass(r, r + 1)) for r in phase_rows])
         expected += float((pred - group.target[phase_rows]).square().mean())
     assert total == pytest.approx(expected, rel=1e-5)
+
+
+def test_threaded_preparation_is_identical():
+    images = smooth_images([(12, 12), (16, 20), (9, 9)], 1, seed=9)
+    a = FieldGroup(images, FIELD, "train", [0, 1, 2], 0, 0.25, 10**6)
+    b = FieldGroup(images, FIELD, "train", [0, 1, 2], 0, 0.25, 10**6, workers=3)
+    for name in ("latents", "pos", "nbr", "off", "target", "weight", "image", "pixel"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
 def test_pixel_schedule_cycles_disjoint_chunks():

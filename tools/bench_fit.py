@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reference-loop", action="store_true")
     parser.add_argument("--reference-images", type=int, default=32)
     parser.add_argument("--latents-per-pixel", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--peak-size", type=int, default=4096, help="matrix size of the peak-matmul timing")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
         key, _, value = item.partition("=")
         options[key] = int(value) if value.lstrip("-").isdigit() else value
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     split = open_source(args.source, root=args.root, **options).split(args.split)
     count = min(args.images, len(split))
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     fit = FitConfig(steps=args.steps, pixel_budget=args.pixel_budget, precision=args.precision)
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
 
+    load_start = [round(v, 2) for v in os.getloadavg()]  # other processes on the machine distort timings
     start = time.perf_counter()
     if args.decoder:
         decoder, _ = load_decoder(args.decoder)
@@ -182,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         "source": args.source,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "load_average_start": load_start,
         "precision": args.precision,
         "images": count,
         "image_size": list(images[0].shape),
@@ -207,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
             psnr_diff=round(float(psnr[:ref_count].mean() - ref_psnr.mean()), 5),
             psnr_max_abs_diff=round(float((psnr[:ref_count] - ref_psnr).abs().max()), 5),
         )
+    result["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(result))
     return result
 

@@ -9,11 +9,13 @@ depend on which images share its group.
 Execution: on the CPU, groups run concurrently, one per intra-op thread, each with
 single-threaded kernels (small matmul blocks stay in cache and no kernel waits on a
 thread-pool barrier); on CUDA, groups run one after another on the device while the
-next group is prepared on the CPU (sampling, neighbours) in a background thread.
+next group is prepared on the CPU (sampling, neighbours; up to 8 threads) in the background.
 """
 from __future__ import annotations
 
+import copy
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -119,12 +121,15 @@ def fit_clouds(
             f"(z={field.latent_dim}, n={field.neighbours})"
         )
     device = _device(device)
-    decoder = decoder.to(device)
+    if next(decoder.parameters()).device != device:
+        decoder = copy.deepcopy(decoder).to(device)  # the caller's decoder stays where it is
+
+    prep_workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
 
     def prepare(members: list[int]) -> FieldGroup:
         return FieldGroup(
             [images[i] for i in members], field, split, [indices[i] for i in members],
-            fit.seed, fit.pixel_fraction, fit.pixel_budget, device,
+            fit.seed, fit.pixel_fraction, fit.pixel_budget, device, workers=prep_workers,
         )
 
     def run(group: FieldGroup, members: list[int]) -> tuple[CloudBatch, Tensor]:

@@ -20,6 +20,7 @@ supervised pixels and channels, so a batched fit equals fitting each image alone
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -97,6 +98,7 @@ class FieldGroup:
     table ``nbr`` [T, n] (global latent index, int32), ``off`` [T, 2n] offsets / s, ``target``
     [T, C] fit space, ``weight`` [T, 1] = 1 / (chunk pixels * C), ``image`` [T] image number,
     ``pixel`` [T] row-major pixel index within its image. T = total pixels.
+    ``workers`` > 1 prepares the images (sampling, neighbours) in that many threads.
 
     A training loop with a trainable decoder (e.g. a LightningModule with manual optimisation)::
 
@@ -118,6 +120,7 @@ class FieldGroup:
         pixel_fraction: float,
         pixel_budget: int,
         device: torch.device | str | None = None,
+        workers: int = 1,
     ) -> None:
         if len(images) == 0:
             raise FieldInputError("a field group needs at least one image")
@@ -130,7 +133,12 @@ class FieldGroup:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.pixel_budget = int(pixel_budget)
         self.indices = [int(i) for i in indices]
-        prepared = [prepare_image(im, field, seed, split, i) for im, i in zip(images, self.indices)]
+        jobs = [(im, field, seed, split, i) for im, i in zip(images, self.indices)]
+        if workers > 1 and len(jobs) > 1:  # per-image preparation runs mostly outside the GIL
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                prepared = list(pool.map(lambda job: prepare_image(*job), jobs))
+        else:
+            prepared = [prepare_image(*job) for job in jobs]
         self._build(prepared, pixel_fraction)
 
     def __len__(self) -> int:
@@ -267,6 +275,8 @@ class FrozenStep:
         self.w2 = decoder.out.weight.detach().to(group.device, dtype)  # [C, hid]
         self.w2_t = self.w2.t()
         self.b2 = decoder.out.bias.detach().to(group.device, dtype)
+        # one output channel: dh W1_lat = (mask * dy) (w2^T * W1_lat), which saves one [M, hid] pass
+        self.w1_lat_scaled = (self.w2[0][:, None] * self.w1_lat).contiguous() if self.w2.shape[0] == 1 else None
         self.z = decoder.latent_dim
         self.dtype = dtype
         self.group = group
@@ -291,7 +301,9 @@ class FrozenStep:
             if loss:
                 total += (weight * residual.square()).sum().double()
             dy = (residual * (2.0 * weight)).to(self.dtype)
-            dh = torch.ops.aten.threshold_backward(dy * self.w2 if self.w2.shape[0] == 1 else dy @ self.w2, h, 0.0)
-            dlat = dh @ self.w1_lat
+            if self.w1_lat_scaled is not None:
+                dlat = torch.ops.aten.threshold_backward(dy.expand_as(h), h, 0.0) @ self.w1_lat_scaled
+            else:
+                dlat = torch.ops.aten.threshold_backward(dy @ self.w2, h, 0.0) @ self.w1_lat
             grad.index_add_(0, idx, dlat.reshape(-1, self.z).to(grad.dtype))
         return total
