@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from arc.classifier import ARCClassifier, ClassifierConfigError, PredictionWriter, _cloud_image, _confusion_image
+from arc.classifier import ARCClassifier, ClassifierConfigError, PredictionWriter
 from arc.cloud import CloudBatch, CloudError
 
 Z = 4
@@ -293,15 +293,6 @@ def test_per_class_metrics_on_a_hand_made_example(tmp_path):
     for t, p in zip(truth, preds):
         expected[t, p] += 1
     assert torch.equal(model.test_confusion_matrix, expected)
-
-
-def test_media_images_are_rendered():
-    matrix = torch.tensor([[3, 1], [0, 2]])
-    image = _confusion_image(matrix, ["a", "b"])
-    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype.name == "uint8"
-    clouds = batch_of([10, 20, 5])
-    image = _cloud_image(clouds, ["x", "y", "z"])
-    assert image.ndim == 3 and image.shape[1] > image.shape[0]
 
 
 def test_media_go_to_the_wandb_logger_once_per_validation_epoch(tmp_path, monkeypatch):
