@@ -17,8 +17,11 @@ from typing import Callable, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from arc.data.sources import ImageReadError, ImageSource
+from arc.data.sources import ImageReadError, ImageSource, ImageSplit
+from arc.field.colour import check_image
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
+from arc.field.errors import FieldInputError
+from arc.field.sampling import latent_count
 from arc.field.decoder import load_decoder, save_decoder
 from arc.field.fitting import fit_clouds, pretrain_decoder
 from arc.cloud import CloudBatch
@@ -46,16 +49,33 @@ def pretraining_indices(num_train: int, pretrain: PretrainConfig) -> list[int]:
     return sorted(torch.randperm(num_train, generator=generator)[: pretrain.images].tolist())
 
 
-def pretraining_images(source: ImageSource, pretrain: PretrainConfig) -> tuple[list[torch.Tensor], list[int]]:
-    """The readable images of the seeded pretraining subset of train and their source indices."""
+class SkippedImage(ValueError):
+    """An image that is counted as skipped (unreadable, NaN, or too small for the field)."""
+
+
+def read_fittable(split: ImageSplit, i: int, field: FieldConfig) -> tuple[torch.Tensor, int]:
+    """Image ``i`` of ``split`` and its label; ``SkippedImage`` when it cannot be read or fitted."""
+    try:
+        image, label = split[i]
+        check_image(image)
+        latent_count(image.shape[1], image.shape[2], 0, field)  # fewer pixels than neighbours
+    except (ImageReadError, FieldInputError) as error:
+        raise SkippedImage(f"{split.name} image {i}: {error}") from error
+    return image, label
+
+
+def pretraining_images(
+    source: ImageSource, field: FieldConfig, pretrain: PretrainConfig
+) -> tuple[list[torch.Tensor], list[int]]:
+    """The fittable images of the seeded pretraining subset of train and their source indices."""
     train = source.split("train")
     images, indices = [], []
     for i in pretraining_indices(len(train), pretrain):
         try:
-            images.append(train[i][0])
+            images.append(read_fittable(train, i, field)[0])
             indices.append(i)
-        except ImageReadError as error:
-            log.warning("pretraining skips train image %d: %s", i, error)
+        except SkippedImage as error:
+            log.warning("pretraining skips %s", error)
     if not images:
         raise ValueError(f"no readable train image to pretrain the decoder on in {source.spec}")
     return images, indices
@@ -74,7 +94,7 @@ def pretrain_stage(
         load_decoder(path)  # refuses a corrupt or foreign file with a clear message
         log.info("decoder %s exists; pretraining skipped", path)
         return path
-    images, indices = pretraining_images(source, pretrain)
+    images, indices = pretraining_images(source, field, pretrain)
     bar = tqdm(total=pretrain.steps, desc="pretrain decoder", unit="step")
 
     def progress(step: int, loss: float) -> None:
@@ -128,9 +148,9 @@ def _fit_shard(
     images, labels, kept, skipped = [], [], [], []
     for i in indices:
         try:
-            image, label = split[i]
-        except ImageReadError as error:
-            log.warning("skipping %s image %d: %s", split_name, i, error)
+            image, label = read_fittable(split, i, field)
+        except SkippedImage as error:
+            log.warning("skipping %s", error)
             skipped.append(i)
             continue
         images.append(image)

@@ -62,7 +62,7 @@ def test_standalone_pretraining_is_the_pipeline_computation_and_is_reused(workdi
     decoder, _ = load_decoder(path)
     field, pretrain = FieldConfig(latent_dim=8, latents_per_pixel=0.1), PretrainConfig(images=6, steps=10)
     source = open_source("shapes", size=12, count={"train": 24, "val": 8, "test": 8})
-    images, indices = pretraining_images(source, pretrain)
+    images, indices = pretraining_images(source, field, pretrain)
     reference, _ = pretrain_decoder(images, field, pretrain, "train", indices)
     for ours, theirs in zip(decoder.state_dict().values(), reference.state_dict().values()):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)

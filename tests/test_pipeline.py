@@ -118,3 +118,21 @@ def test_store_refuses_a_foreign_decoder(tmp_path):
     other = pretrain_stage(source, FIELD, other_pretrain, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="other settings"):
         open_store(source, FIELD, FIT, other, tmp_path, path=store.path, shard_size=4)
+
+
+def test_images_with_fewer_pixels_than_neighbours_are_counted_skips(tmp_path):
+    rng = np.random.default_rng(1)
+    for label in ("a", "b"):
+        folder = tmp_path / "tree" / "train" / label
+        folder.mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (9, 9), dtype=np.uint8)).save(folder / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (2, 2), dtype=np.uint8)).save(tmp_path / "tree" / "train" / "a" / "tiny.png")
+    field = FieldConfig(latent_dim=4, neighbours=5, latents_per_pixel=0.1)
+    source = open_source(f"imagefolder:{tmp_path / 'tree'}", val_fraction=0.2, test_fraction=0.2)
+    tiny = [s for s in ("train", "val", "test") for i in range(len(source.split(s)))
+            if source.split(s)[i][0].shape[1] == 2]
+    decoder = pretrain_stage(source, field, PretrainConfig(images=3, steps=5), tmp_path / "d.safetensors")
+    store = anchor_stage(source, field, FIT, open_store(source, field, FIT, decoder, tmp_path / "stores"))
+    assert [len(store.skipped[s]) for s in ("train", "val", "test")].count(1) == 1
+    assert sum(store.counts.values()) == 10 and len(tiny) == 1
