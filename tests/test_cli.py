@@ -72,3 +72,22 @@ def test_standalone_pretraining_is_the_pipeline_computation_and_is_reused(workdi
     assert path.stat().st_mtime_ns == mtime, "the anchoring run pretrained again"
     assert "train: 24 clouds" in capsys.readouterr().out
     assert (store / "manifest.json").exists()
+
+
+def test_lightning_ddp_two_cpu_ranks_fit_disjoint_shards(workdir):
+    """The real user path: ``--trainer.strategy ddp`` on 2 CPU processes (gloo) launched by Lightning."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "tools/train.py"), "fit", "--config", "tiny.yaml", "--trainer.devices", "2",
+         "--trainer.strategy", "ddp", "--data.init_args.shard_size", "8", "--trainer.max_epochs", "1"],
+        capture_output=True, text=True, cwd=workdir, timeout=600, env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0 fitted 16 train images" in done.stderr and "rank 1 fitted 8 train images" in done.stderr
+    (store,) = (workdir / "data/stores").iterdir()
+    assert sorted(p.name for p in (store / "train").iterdir()) == [f"shard-0000{k}.safetensors" for k in range(3)]
+    assert "test/acc" in done.stdout

@@ -1,0 +1,219 @@
+"""Lightning DataModules: images -> (pretrained decoder) -> cloud store -> ragged cloud batches.
+
+``ImageDataModule`` holds what names the images and the field; ``PretrainDataModule`` serves the
+decoder-pretraining images; ``ARCDataModule`` chains the stages and serves CloudBatch loaders.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from arc.data.sources import ImageSource, open_source
+from arc.field.config import FieldConfig, FitConfig, PretrainConfig
+from arc.pipeline import SPLITS, anchor_stage, default_decoder_path, open_store, pretrain_stage, pretraining_images
+from arc.store import CloudDataset, CloudStore, collate_clouds
+
+log = logging.getLogger(__name__)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """The images and the field: source, canvas, splits, field and pretraining settings, decoder path.
+
+    Args:
+        source: data source string (``torchvision:MNIST``, ``imagefolder:PATH``, ``npz:PATH``, ``digits``, ``shapes`` ...).
+        root: directory for downloads, decoders (``root/decoders``) and stores (``root/stores``).
+        download: let torchvision sources download (needs internet).
+        source_options: extra source options (e.g. ``{"size": 16}`` for digits, ``{"center_crop": 320}``).
+        canvas: ``{"size": S, "mode": "centre"|"random"}`` to pad images onto an S×S canvas.
+        val_fraction: share of train that becomes val when the source has no own val split.
+        field / pretrain: the settings of :mod:`arc.field.config` as dicts.
+        decoder: an explicit decoder checkpoint; default: the path keyed by (source, field, pretrain).
+        fit_device: device for pretraining/fitting ("auto": the trainer's device, else CPU).
+        seed: seeds the val split, the pretraining subset and everything random per image.
+    """
+
+    def __init__(
+        self,
+        source: str = "digits",
+        root: str = "data",
+        download: bool = False,
+        source_options: Optional[dict[str, Any]] = None,
+        canvas: Optional[dict[str, Any]] = None,
+        val_fraction: float = 0.1,
+        field: Optional[dict[str, Any]] = None,
+        pretrain: Optional[dict[str, Any]] = None,
+        decoder: Optional[str] = None,
+        fit_device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.source_spec = source
+        self.root = Path(root)
+        self.download = download
+        self.source_options = dict(source_options or {})
+        self.canvas = canvas
+        self.val_fraction = val_fraction
+        self.field = FieldConfig(**(field or {}))
+        self.pretrain = PretrainConfig(**{"seed": seed, **(pretrain or {})})
+        self.decoder = decoder
+        self.fit_device = fit_device
+        self.seed = seed
+        self._source: Optional[ImageSource] = None
+
+    @property
+    def source(self) -> ImageSource:
+        if self._source is None:
+            self._source = open_source(
+                self.source_spec, root=str(self.root), download=self.download, val_fraction=self.val_fraction,
+                seed=self.seed, canvas=self.canvas, **self.source_options,
+            )
+        return self._source
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.source.class_names)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.field.latent_dim
+
+    @property
+    def decoder_path(self) -> Path:
+        if self.decoder:
+            return Path(self.decoder)
+        return default_decoder_path(self.source, self.field, self.pretrain, self.root)
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self.source  # torchvision sources download on open
+
+    def distributed(self) -> tuple[int, int, Callable[[], None], torch.device]:
+        """(global rank, world size, barrier, fitting device) from the attached trainer, if any."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1, lambda: None, torch.device("cpu" if self.fit_device == "auto" else self.fit_device)
+        device = trainer.strategy.root_device if self.fit_device == "auto" else torch.device(self.fit_device)
+        return trainer.global_rank, trainer.world_size, trainer.strategy.barrier, device
+
+
+class PretrainDataModule(ImageDataModule):
+    """Serves the seeded train images of decoder pretraining; one batch = one optimisation step number."""
+
+    def pretraining_images(self) -> tuple[list[torch.Tensor], list[int]]:
+        """The readable images of the seeded pretraining subset of train and their source indices."""
+        return pretraining_images(self.source, self.field, self.pretrain)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(torch.arange(self.pretrain.steps), batch_size=None, shuffle=False)
+
+
+class ARCDataModule(ImageDataModule):
+    """Chains the stages of DESIGN "Chaining the stages" in ``setup()`` and serves CloudBatch loaders.
+
+    Rank 0 pretrains the decoder (unless it exists) while the others wait; every rank fits the
+    store shards k ≡ rank (mod world size); rank 0 writes the train-only latent statistics.
+    Takes the arguments of :class:`ImageDataModule` plus:
+
+    Args:
+        fit: the fitting settings (:class:`arc.field.config.FitConfig`) as a dict.
+        store: an explicit store directory; default: keyed by (source, field, fit, decoder) under root.
+        shard_size: images per store shard.
+        batch_size: clouds per batch; num_workers: DataLoader workers.
+        predict_split: the split ``predict`` runs on.
+    """
+
+    def __init__(
+        self,
+        source: str = "digits",
+        root: str = "data",
+        download: bool = False,
+        source_options: Optional[dict[str, Any]] = None,
+        canvas: Optional[dict[str, Any]] = None,
+        val_fraction: float = 0.1,
+        field: Optional[dict[str, Any]] = None,
+        pretrain: Optional[dict[str, Any]] = None,
+        fit: Optional[dict[str, Any]] = None,
+        decoder: Optional[str] = None,
+        store: Optional[str] = None,
+        shard_size: int = 1024,
+        batch_size: int = 1024,
+        num_workers: int = 0,
+        fit_device: str = "auto",
+        predict_split: str = "test",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(source, root, download, source_options, canvas, val_fraction, field, pretrain, decoder,
+                         fit_device, seed)
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if predict_split not in SPLITS:
+            raise ValueError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
+        self.fit = FitConfig(**{"seed": seed, **(fit or {})})
+        self.store_path = store
+        self.shard_size = shard_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.predict_split = predict_split
+        self.cloud_store: Optional[CloudStore] = None
+        self.latent_stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    def prepare_clouds(self) -> CloudStore:
+        """Run the stages (each cached): pretrain on rank 0, anchor on every rank, statistics on rank 0."""
+        if self.cloud_store is not None:
+            return self.cloud_store
+        rank, world_size, barrier, device = self.distributed()
+        if self.decoder is None and rank == 0:
+            pretrain_stage(self.source, self.field, self.pretrain, self.decoder_path, device=device)
+        barrier()
+        store = open_store(self.source, self.field, self.fit, self.decoder_path, self.root, self.store_path,
+                           self.shard_size)
+        self.cloud_store = anchor_stage(self.source, self.field, self.fit, store, SPLITS, rank, world_size, barrier,
+                                        device)
+        self.latent_stats = (self.cloud_store.latent_mean, self.cloud_store.latent_std)
+        self._log_fit_psnr()
+        return self.cloud_store
+
+    def _log_fit_psnr(self) -> None:
+        trainer = self.trainer
+        if trainer is None or not trainer.loggers:
+            return
+        psnr = CloudDataset(self.cloud_store, "train").psnr
+        for logger in trainer.loggers:
+            logger.log_metrics({"fit/psnr": float(psnr.mean()), "fit/psnr_min": float(psnr.min())}, step=0)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self.prepare_clouds()
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            CloudDataset(self.prepare_clouds(), split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate_clouds,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_split, shuffle=False)
