@@ -28,8 +28,8 @@ def test_bench_runs_on_small_npz(tmp_path, capsys):
     path = tmp_path / "tiny.npz"
     np.savez(path, x_train=x, y_train=np.arange(6) % 2, x_test=x[:2], y_test=np.array([0, 1]))
     result = bench_fit.main([
-        "--source", f"npz:{path}", "--images", "4", "--steps", "3", "--pretrain", "2",
-        "--pretrain-images", "2", "--peak-size", "256", "--reference-loop", "--reference-images", "2", "--json",
+        "--source", f"npz:{path}", "--images", "4", "--steps", "3", "--pretrain", "2", "--pretrain-steps", "2",
+        "--peak-size", "256", "--reference-loop", "--reference-images", "2", "--json",
     ])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line == result and result["images"] == 4

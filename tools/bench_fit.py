@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="train")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--pretrain", type=int, default=100, help="decoder pretraining steps (0: random decoder)")
-    parser.add_argument("--pretrain-images", type=int, default=32)
+    parser.add_argument("--pretrain", type=int, default=100,
+                        help="pretrain the decoder on this many other train images (after the fitted ones)")
+    parser.add_argument("--pretrain-steps", type=int, default=500)
     parser.add_argument("--decoder", help="a decoder checkpoint to use instead of pretraining")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pixel-budget", type=int, default=FitConfig.pixel_budget)
@@ -168,9 +169,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.decoder:
         decoder, _ = load_decoder(args.decoder)
     else:
-        n_pre = min(args.pretrain_images, count)
-        decoder, _ = pretrain_decoder(images[:n_pre], field, PretrainConfig(steps=max(1, args.pretrain)), "train",
-                                      indices[:n_pre], device=device)
+        others = list(range(count, min(count + args.pretrain, len(split))))
+        if not others:
+            raise SystemExit(f"no train images left to pretrain on: the split has {len(split)}, {count} are fitted")
+        decoder, _ = pretrain_decoder([split[i][0] for i in others], field,
+                                      PretrainConfig(images=len(others), steps=args.pretrain_steps), "train", others,
+                                      device=device)
     pretrain_s = time.perf_counter() - start
     log(f"decoder ready in {pretrain_s:.1f}s")
     decoder = decoder.to(device)
