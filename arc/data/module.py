@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader
 from arc.data.sources import ImageSource, open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.pipeline import SPLITS, anchor_stage, default_decoder_path, open_store, pretrain_stage, pretraining_images
+from arc.field.decoder import load_decoder
 from arc.store import CloudDataset, CloudStore, collate_clouds
+from arc.viz import log_reconstructions
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +187,18 @@ class ARCDataModule(ImageDataModule):
         return self.cloud_store
 
     def _log_fit_psnr(self) -> None:
+        """Log ``fit/psnr`` and a reconstruction panel of a few train clouds (rank 0, W&B)."""
         trainer = self.trainer
         if trainer is None or not trainer.loggers:
             return
-        psnr = CloudDataset(self.cloud_store, "train").psnr
+        train = CloudDataset(self.cloud_store, "train")
         for logger in trainer.loggers:
-            logger.log_metrics({"fit/psnr": float(psnr.mean()), "fit/psnr_min": float(psnr.min())}, step=0)
+            logger.log_metrics({"fit/psnr": float(train.psnr.mean()), "fit/psnr_min": float(train.psnr.min())}, step=0)
+        shown = range(min(4, len(train)))
+        decoder, _ = load_decoder(self.cloud_store.manifest["decoder_path"])
+        originals = [self.source.split("train")[int(train.indices[i])][0] for i in shown]
+        log_reconstructions(trainer.loggers, decoder, collate_clouds([train[i] for i in shown]), self.field.spacing,
+                            self.field.neighbours, key="fit/reconstruction", step=0, originals=originals)
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.prepare_clouds()
