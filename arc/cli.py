@@ -70,11 +70,15 @@ class ARCCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
 
 
-def root_cause(error: BaseException) -> BaseException:
-    """The innermost exception of a chain (the user's invalid value, not the parser's wrapper)."""
+def user_error(error: BaseException) -> BaseException:
+    """The exception to show for a chain: the outermost one raised by arc's own error classes,
+    else the innermost (the user's invalid value, not the parser's wrapper around it)."""
+    chain = [error]
     while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
         error = error.__cause__ or error.__context__
-    return error
+        chain.append(error)
+    ours = [e for e in chain if type(e).__module__.split(".")[0] in ("arc", "ptv3")]
+    return ours[0] if ours else chain[-1]
 
 
 def exit_on_invalid_config(run: Callable[[], T]) -> T:
@@ -84,7 +88,7 @@ def exit_on_invalid_config(run: Callable[[], T]) -> T:
     except ValueError as error:
         if os.environ.get("ARC_DEBUG"):
             raise
-        cause = root_cause(error)
+        cause = user_error(error)
         print(f"error: {type(cause).__name__}: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -20,6 +20,7 @@ from arc.field.config import FitConfig
 from arc.field.decoder import save_decoder
 from arc.field.fitting import new_decoder
 from arc.field.group import FieldGroup
+from arc.viz import log_reconstructions
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class DecoderPretraining(L.LightningModule):
         data = self.trainer.datamodule
         images, indices = data.pretraining_images()
         self.field, self.pretrain, self.output = data.field, data.pretrain, data.decoder_path
+        self.originals = images[: self.hparams.reconstructions]
         self.group = FieldGroup(images, self.field, "train", indices, self.pretrain.seed, self.pretrain.pixel_fraction,
                                 self.hparams.pixel_budget, device=self.trainer.strategy.root_device)
         self.decoder = new_decoder(self.field, self.group.channels, self.pretrain.seed)
@@ -87,9 +89,6 @@ class DecoderPretraining(L.LightningModule):
             log.info("pretrained decoder (mean PSNR %.2f dB) saved to %s", psnr.mean().item(), self.output)
 
     def _log_reconstructions(self) -> None:
-        from arc.viz import log_reconstructions
-
-        clouds = self.group.clouds(self.latents.detach())
-        count = min(self.hparams.reconstructions, len(clouds))
-        log_reconstructions(self.trainer.loggers, self.decoder, clouds.select(range(count)), self.field.spacing,
-                            self.field.neighbours, key="pretrain/reconstruction", step=self.global_step)
+        clouds = self.group.clouds(self.latents.detach()).select(range(len(self.originals)))
+        log_reconstructions(self.trainer.loggers, self.decoder, clouds, self.field.spacing, self.field.neighbours,
+                            key="pretrain/reconstruction", step=self.global_step, originals=self.originals)

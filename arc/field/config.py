@@ -73,6 +73,7 @@ class FitConfig:
         _check_common(self.steps, self.lr, self.pixel_fraction)
         if self.pixel_budget < 1:
             raise ValueError(f"pixel_budget must be >= 1, got {self.pixel_budget}")
+        object.__setattr__(self, "precision", str(self.precision))  # YAML reads 32 as an int
         if self.precision not in ("32", "bf16", "16"):
             raise ValueError(f"precision must be '32', 'bf16' or '16', got {self.precision!r}")
 

@@ -1,0 +1,40 @@
+"""Every shipped config parses and instantiates (its images swapped for bundled digits: no download)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arc.cli import build_cli
+from arc.classifier import ARCClassifier
+from arc.data.module import ARCDataModule, PretrainDataModule
+from arc.pretrain import DecoderPretraining
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+OFFLINE = ["--data.init_args.source", "digits", "--data.init_args.source_options", "{size: 16}",
+           "--data.init_args.canvas", "null", "--data.init_args.root", "unused"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(c.parents[1])) for c in CONFIGS])
+def test_config_instantiates(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(["--config", str(config), *OFFLINE, "--trainer.logger", "false"], run=False)
+    if config.parent.name == "pretrain":
+        assert isinstance(cli.model, DecoderPretraining) and isinstance(cli.datamodule, PretrainDataModule)
+    else:
+        assert isinstance(cli.model, ARCClassifier) and isinstance(cli.datamodule, ARCDataModule)
+        assert cli.model.hparams.num_classes == 10
+        assert cli.model.hparams.latent_dim == cli.datamodule.field.latent_dim
+        assert any(getattr(c, "monitor", None) == "val/acc" for c in cli.trainer.callbacks)
+    assert cli.datamodule.decoder_path.parent == Path("unused/decoders")
+
+
+def test_paper_configs_keep_the_paper_settings():
+    cli = build_cli(["--config", str(CONFIGS[0].parent / "cifar10.yaml"), *OFFLINE, "--trainer.logger", "false"],
+                    run=False)
+    data, model = cli.datamodule, cli.model
+    assert (data.field.latent_dim, data.field.neighbours, data.field.latents_per_pixel) == (32, 4, 0.05)
+    assert (data.fit.steps, data.fit.lr, data.fit.pixel_fraction) == (500, 5e-3, 0.25)
+    assert (data.pretrain.images, data.pretrain.steps) == (100, 500)
+    assert data.batch_size == 1024 and cli.trainer.max_epochs == 300
+    assert model.hparams.augment == {"mask": 0.3, "arcmix": {"alpha": 1.0}}
