@@ -306,11 +306,9 @@ class CloudStore:
         found = (re.fullmatch(r"shard-(\d+)\.safetensors", name) for name in os.listdir(folder))
         return sorted(int(match.group(1)) for match in found if match)
 
-    def _check_header(self, path: Path, metadata: Mapping[str, str] | None, split: str, k: int) -> dict:
-        metadata = dict(metadata or {})
-        if metadata.get("format") != SHARD_FORMAT:
-            raise StoreError(f"{path}: not an arc cloud shard; delete it to refit this shard")
-        expected = {
+    def _shard_identity(self, split: str, k: int) -> dict[str, str]:
+        """The header entries that tie a shard to this store, decoder and place."""
+        return {
             "format_version": str(FORMAT_VERSION),
             "store_key": self.key,
             "decoder_hash": self.decoder_hash,
@@ -318,6 +316,12 @@ class CloudStore:
             "shard": str(k),
             "shard_size": str(self.shard_size),
         }
+
+    def _check_header(self, path: Path, metadata: Mapping[str, str] | None, split: str, k: int) -> dict:
+        metadata = dict(metadata or {})
+        if metadata.get("format") != SHARD_FORMAT:
+            raise StoreError(f"{path}: not an arc cloud shard; delete it to refit this shard")
+        expected = self._shard_identity(split, k)
         wrong = [name for name, value in expected.items() if metadata.get(name) != value]
         if wrong:
             details = ", ".join(f"{name} {metadata.get(name)!r} (expected {expected[name]!r})" for name in wrong)
@@ -400,12 +404,7 @@ class CloudStore:
         }
         metadata = {
             "format": SHARD_FORMAT,
-            "format_version": str(FORMAT_VERSION),
-            "store_key": self.key,
-            "decoder_hash": self.decoder_hash,
-            "split": split,
-            "shard": str(k),
-            "shard_size": str(self.shard_size),
+            **self._shard_identity(split, k),
             "clouds": str(b),
             "skipped": str(len(skipped)),
             "skipped_indices": json.dumps(skipped),

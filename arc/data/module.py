@@ -123,7 +123,7 @@ class ARCDataModule(ImageDataModule):
 
     Rank 0 pretrains the decoder (unless it exists) while the others wait; every rank fits the
     store shards k ≡ rank (mod world size); rank 0 writes the train-only latent statistics.
-    Takes the arguments of :class:`ImageDataModule` plus:
+    Takes the arguments of :class:`ImageDataModule` (passed through ``kwargs``) plus:
 
     Args:
         fit: the fitting settings (:class:`arc.field.config.FitConfig`) as a dict.
@@ -135,33 +135,22 @@ class ARCDataModule(ImageDataModule):
 
     def __init__(
         self,
-        source: str = "digits",
-        root: str = "data",
-        download: bool = False,
-        source_options: Optional[dict[str, Any]] = None,
-        canvas: Optional[dict[str, Any]] = None,
-        val_fraction: float = 0.1,
-        field: Optional[dict[str, Any]] = None,
-        pretrain: Optional[dict[str, Any]] = None,
         fit: Optional[dict[str, Any]] = None,
-        decoder: Optional[str] = None,
         store: Optional[str] = None,
         shard_size: int = 1024,
         batch_size: int = 1024,
         num_workers: int = 0,
-        fit_device: str = "auto",
         predict_split: str = "test",
-        seed: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(source, root, download, source_options, canvas, val_fraction, field, pretrain, decoder,
-                         fit_device, seed)
+        super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if predict_split not in SPLITS:
             raise ValueError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
-        self.fit = FitConfig(**{"seed": seed, **(fit or {})})
+        self.fit = FitConfig(**{"seed": self.seed, **(fit or {})})
         self.store_path = store
         self.shard_size = shard_size
         self.batch_size = batch_size
