@@ -86,8 +86,9 @@ def test_lightning_ddp_two_cpu_ranks_fit_disjoint_shards(workdir):
          "--trainer.strategy", "ddp", "--data.init_args.shard_size", "8", "--trainer.max_epochs", "1"],
         capture_output=True, text=True, cwd=workdir, timeout=600, env={**os.environ, "WANDB_MODE": "offline"},
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "rank 0 fitted 16 train images" in done.stderr and "rank 1 fitted 8 train images" in done.stderr
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, report
+    assert "rank 0 fitted 16 train images" in done.stderr and "rank 1 fitted 8 train images" in done.stderr, report
     (store,) = (workdir / "data/stores").iterdir()
     assert sorted(p.name for p in (store / "train").iterdir()) == [f"shard-0000{k}.safetensors" for k in range(3)]
-    assert "test/acc" in done.stdout
+    assert "test/acc" in done.stdout, report
