@@ -17,14 +17,14 @@ from typing import Callable, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from arc.cloud import CloudBatch
 from arc.data.sources import ImageReadError, ImageSource, ImageSplit
 from arc.field.colour import check_image
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
-from arc.field.errors import FieldInputError
-from arc.field.sampling import latent_count
 from arc.field.decoder import load_decoder, save_decoder
+from arc.field.errors import FieldInputError
 from arc.field.fitting import fit_clouds, pretrain_decoder
-from arc.cloud import CloudBatch
+from arc.field.sampling import latent_count
 from arc.store import CloudStore, decoder_key, default_store_dir, latent_statistics, store_key
 from arc.store import default_decoder_path as keyed_decoder_path
 
@@ -191,7 +191,12 @@ def anchor_stage(
     """
     if store.is_complete:
         return store
-    decoder, _ = load_decoder(store.manifest["decoder_path"])
+    decoder, meta = load_decoder(store.manifest["decoder_path"])
+    if meta["hash"] != store.decoder_hash:
+        raise ValueError(
+            f"{store.manifest['decoder_path']} is not the decoder of store {store.path} (hash {meta['hash']}, "
+            f"the store's {store.decoder_hash}); clouds of two decoders are never mixed"
+        )
     if decoder.channels != source.channels:
         raise ValueError(
             f"decoder {store.manifest['decoder_path']} outputs {decoder.channels} channels but {source.spec} has {source.channels}"

@@ -136,3 +136,12 @@ def test_images_with_fewer_pixels_than_neighbours_are_counted_skips(tmp_path):
     store = anchor_stage(source, field, FIT, open_store(source, field, FIT, decoder, tmp_path / "stores"))
     assert [len(store.skipped[s]) for s in ("train", "val", "test")].count(1) == 1
     assert sum(store.counts.values()) == 10 and len(tiny) == 1
+
+
+def test_anchoring_refuses_a_decoder_file_swapped_under_the_store(tmp_path):
+    source = open_source("shapes", **SHAPES)
+    path = pretrain_stage(source, FIELD, PRETRAIN, tmp_path / "decoder.safetensors")
+    store = open_store(source, FIELD, FIT, path, tmp_path, shard_size=4)
+    pretrain_stage(source, FIELD, PretrainConfig(images=6, steps=3), tmp_path / "other.safetensors").replace(path)
+    with pytest.raises(ValueError, match="is not the decoder of store"):
+        anchor_stage(source, FIELD, FIT, store)
