@@ -9,7 +9,7 @@ calls them for users who fit once and train many classifiers.
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -158,17 +158,22 @@ def _fit_shard(
         kept.append(i)
     if not kept:
         store.write_shard(split_name, shard, _empty_clouds(field, source.channels), torch.zeros(0), skipped)
-        bar.update(len(skipped))
+        bar.update(len(skipped) * fit.steps)
         return 0, 0.0
-    start, done = time.perf_counter(), [0]
+    lock = threading.Lock()
+
+    def on_step(images: int) -> None:  # called from fitting threads: one step of a group of ``images``
+        with lock:
+            bar.update(images)
 
     def progress(images_done: int, group_psnr: torch.Tensor) -> None:
-        bar.update(images_done - done[0])
-        done[0] = images_done
-        bar.set_postfix(psnr=f"{float(group_psnr.mean()):.2f}", img_s=f"{images_done / max(time.perf_counter() - start, 1e-9):.1f}")
+        with lock:
+            bar.set_postfix(psnr=f"{float(group_psnr.mean()):.2f}")
 
-    result = fit_clouds(images, decoder, field, fit, split_name, kept, labels, device=device, progress=progress)
-    bar.update(len(kept) - done[0] + len(skipped))
+    result = fit_clouds(images, decoder, field, fit, split_name, kept, labels, device=device, progress=progress,
+                        on_step=on_step)
+    with lock:
+        bar.update(len(skipped) * fit.steps)
     store.write_shard(split_name, shard, result.clouds, result.psnr, skipped)
     return len(kept), float(result.psnr.sum())
 
@@ -206,7 +211,9 @@ def anchor_stage(
         shards = [k for k in range(store.num_shards(split_name, len(split))) if k % world_size == rank]
         todo = [k for k in shards if not store.has_shard(split_name, k)]
         total = sum(min(store.shard_size, len(split) - k * store.shard_size) for k in todo)
-        bar = tqdm(total=total, desc=f"anchor {split_name}", unit="img", disable=total == 0)
+        # counted in image-steps, shown in images (unit_scale), so the rate reads images/s
+        bar = tqdm(total=total * fit.steps, desc=f"anchor {split_name}", unit="img", unit_scale=1 / fit.steps,
+                   disable=total == 0, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
         fitted, psnr_sum = 0, 0.0
         for k in todo:
             n, s = _fit_shard(store, split_name, k, source, decoder, field, fit, device, bar)

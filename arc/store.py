@@ -182,7 +182,7 @@ class CloudStore:
         settings.update(format=STORE_FORMAT, format_version=FORMAT_VERSION, key=key)
         if not (path / MANIFEST).exists():
             busy = path.exists() and any(not name.startswith(f".{MANIFEST}.") for name in os.listdir(path))
-            if busy:
+            if busy and not (path / MANIFEST).exists():  # re-check: another rank may have just created it
                 raise StoreError(f"{path} exists, is not empty and has no {MANIFEST}; refusing to write a store there")
             manifest = {**settings, "status": "incomplete", "counts": {}, "skipped": {}, "latent_mean": None, "latent_std": None}
             try:

@@ -95,7 +95,7 @@ def _rank_main(rank: int, world_size: int, tmp: str, port: int) -> None:
     if rank == 0:
         pretrain_stage(source, FIELD, PRETRAIN, path)
     dist.barrier()
-    store = open_store(source, FIELD, FIT, path, Path(tmp) / "ddp", shard_size=4)
+    store = open_store(source, FIELD, FIT, path, Path(tmp) / "ddp", shard_size=4)  # both ranks at once
     anchor_stage(source, FIELD, FIT, store, rank=rank, world_size=world_size, barrier=dist.barrier)
     dist.destroy_process_group()
 

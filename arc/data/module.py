@@ -164,11 +164,17 @@ class ARCDataModule(ImageDataModule):
         if self.cloud_store is not None:
             return self.cloud_store
         rank, world_size, barrier, device = self.distributed()
-        if self.decoder is None and rank == 0:
-            pretrain_stage(self.source, self.field, self.pretrain, self.decoder_path, device=device)
+
+        def open_this_store() -> CloudStore:
+            return open_store(self.source, self.field, self.fit, self.decoder_path, self.root, self.store_path,
+                              self.shard_size)
+
+        if rank == 0:
+            if self.decoder is None:
+                pretrain_stage(self.source, self.field, self.pretrain, self.decoder_path, device=device)
+            open_this_store()  # created once, before the other ranks open it
         barrier()
-        store = open_store(self.source, self.field, self.fit, self.decoder_path, self.root, self.store_path,
-                           self.shard_size)
+        store = open_this_store()
         self.cloud_store = anchor_stage(self.source, self.field, self.fit, store, SPLITS, rank, world_size, barrier,
                                         device)
         self.latent_stats = (self.cloud_store.latent_mean, self.cloud_store.latent_std)

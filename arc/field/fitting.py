@@ -71,8 +71,13 @@ def pack_groups(sizes: Sequence[tuple[int, int]], pixel_fraction: float, pixel_b
     return groups
 
 
-def fit_group(group: FieldGroup, decoder: Decoder, fit: FitConfig) -> Tensor:
-    """Run ``fit.steps`` Adam steps on the group's latents with the decoder frozen; return [B] PSNR."""
+def fit_group(
+    group: FieldGroup, decoder: Decoder, fit: FitConfig, on_step: Optional[Callable[[int], None]] = None
+) -> Tensor:
+    """Run ``fit.steps`` Adam steps on the group's latents with the decoder frozen; return [B] PSNR.
+
+    ``on_step(len(group))`` is called after every step (progress in image-steps).
+    """
     dtype = _DTYPES[fit.precision] if group.device.type == "cuda" else torch.float32
     engine = FrozenStep(decoder, group, dtype)
     latents = group.latents
@@ -85,6 +90,8 @@ def fit_group(group: FieldGroup, decoder: Decoder, fit: FitConfig) -> Tensor:
             for piece in group.passes(step):
                 engine.accumulate(latents, grad, piece, loss=False)
             optimiser.step()
+            if on_step is not None:
+                on_step(len(group))
     latents.grad = None
     return group.psnr(decoder)
 
@@ -99,11 +106,13 @@ def fit_clouds(
     labels: Optional[Sequence[int]] = None,
     device: torch.device | str | None = None,
     progress: Optional[Progress] = None,
+    on_step: Optional[Callable[[int], None]] = None,
 ) -> FitResult:
     """Fit one latent cloud per image [C, H, W] in [0, 1] against the frozen ``decoder``.
 
     Seeds come from (fit.seed, split, indices[i]); labels default to -1. ``progress(images_done,
-    psnr_of_that_group)`` is called after every group, in order. Returns clouds in input order.
+    psnr_of_that_group)`` is called after every group, in order, and ``on_step(images_in_group)``
+    after every optimisation step of a group (possibly from worker threads). Returns clouds in input order.
     On the CPU, groups are fitted concurrently, one per intra-op thread.
     """
     if len(images) != len(indices):
@@ -133,7 +142,7 @@ def fit_clouds(
         )
 
     def run(group: FieldGroup, members: list[int]) -> tuple[CloudBatch, Tensor]:
-        psnr = fit_group(group, decoder, fit)
+        psnr = fit_group(group, decoder, fit, on_step)
         return group.clouds(labels=None if labels is None else [labels[i] for i in members]), psnr
 
     sizes = [tuple(im.shape[1:]) for im in images]
