@@ -15,8 +15,13 @@ from arc.field import (
     fit_group,
     new_decoder,
     pack_groups,
+    pixel_neighbours,
     pretrain_decoder,
+    sample_positions,
+    to_fit_space,
 )
+from arc.field.prepare import prepare_images
+from arc.seeding import item_generator
 
 FIELD = FieldConfig(latent_dim=8, neighbours=4, latents_per_pixel=0.1)
 
@@ -161,12 +166,29 @@ def test_loss_is_sum_of_per_image_means():
     assert total == pytest.approx(expected, rel=1e-5)
 
 
-def test_threaded_preparation_is_identical():
-    images = smooth_images([(12, 12), (16, 20), (9, 9)], 1, seed=9)
-    a = FieldGroup(images, FIELD, "train", [0, 1, 2], 0, 0.25, 10**6)
-    b = FieldGroup(images, FIELD, "train", [0, 1, 2], 0, 0.25, 10**6, workers=3)
-    for name in ("latents", "pos", "nbr", "off", "target", "weight", "image", "pixel"):
-        assert torch.equal(getattr(a, name), getattr(b, name)), name
+def test_batched_preparation_equals_preparing_alone():
+    g = torch.Generator().manual_seed(3)
+    sparse = torch.zeros(1, 12, 12)
+    sparse[0, 5, 5] = 1.0  # 8 non-zero-gradient pixels: k capped at 8 (the constant image: n uniform)
+    images = smooth_images([(12, 12), (16, 20), (12, 12), (9, 9)], 1, seed=9) + [sparse, torch.full((1, 12, 12), 0.4)]
+    images.append(torch.rand(1, 12, 12, generator=g))
+    indices = [7, 1, 2, 30, 4, 5, 6]
+    together = prepare_images(images, FIELD, 0, "train", indices)
+    alone = [prepare_images([im], FIELD, 0, "train", [i]) for im, i in zip(images, indices)]
+    for name in ("sizes", "latent_counts", "target", "mean", "std", "pos", "lat", "perm", "nbr"):
+        assert torch.equal(getattr(together, name), torch.cat([getattr(a, name) for a in alone])), name
+    assert together.latent_counts.tolist() == [14, 32, 14, 8, 8, 4, 14]
+
+
+def test_prepared_neighbours_and_positions_match_the_single_image_functions():
+    image = smooth_images([(11, 13)], 3, seed=4)[0]
+    prepared = prepare_images([image, image], FIELD, 0, "train", [0, 1])
+    target, _, _ = to_fit_space(image, FIELD.colour)
+    pos = sample_positions(target, FIELD, item_generator(0, "train", 1))
+    k = pos.shape[0]
+    assert torch.equal(prepared.pos[k:], pos)
+    assert torch.equal(prepared.nbr[143:], pixel_neighbours(pos, 11, 13, FIELD.neighbours))
+    assert torch.equal(prepared.target[143:], target.reshape(3, -1).t())
 
 
 def test_pixel_schedule_cycles_disjoint_chunks():

@@ -34,9 +34,9 @@ def test_bench_runs_on_small_npz(tmp_path, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line == result and result["images"] == 4
     for key in ("images_per_s", "psnr_mean", "gflop_per_image", "achieved_gflops", "matmul_peak_gflops",
-                "peak_fraction", "reference_images_per_s", "speedup", "psnr_diff"):
+                "peak_fraction", "prepare_images_per_s", "reference_images_per_s", "speedup", "psnr_diff"):
         assert key in result
-    assert abs(result["psnr_diff"]) < 1e-3
+    assert abs(result["psnr_diff"]) < 1e-3 and result["prepare_images_per_s"] > 0
 
 
 def test_strokes_npz_is_a_valid_source(tmp_path):

@@ -32,16 +32,22 @@ def to_fit_space(image01: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor]:
     Returns (x [C, H, W] float32, mean [C], std [C]) with image01 = x * std + mean.
     """
     check_image(image01)
-    image01 = image01.float()
-    c = image01.shape[0]
+    x, mean, std = to_fit_space_batch(image01[None], mode)
+    return x[0], mean[0], std[0]
+
+
+def to_fit_space_batch(images01: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`to_fit_space` of a batch [B, C, H, W] of checked images -> (x [B, C, H, W], mean [B, C], std [B, C])."""
+    images01 = images01.float()
+    batch, c = images01.shape[:2]
     if mode == "unit":
-        return image01.clone(), image01.new_zeros(c), image01.new_ones(c)
+        return images01.clone(), images01.new_zeros(batch, c), images01.new_ones(batch, c)
     if mode != "standardise":
         raise FieldInputError(f"colour mode must be 'standardise' or 'unit', got {mode!r}")
-    flat = image01.reshape(c, -1)
-    mean = flat.mean(dim=1)
-    std = flat.std(dim=1, correction=1 if flat.shape[1] > 1 else 0).clamp_min(MIN_STD)
-    return (image01 - mean[:, None, None]) / std[:, None, None], mean, std
+    flat = images01.reshape(batch, c, -1)
+    mean = flat.mean(dim=2)
+    std = flat.std(dim=2, correction=1 if flat.shape[2] > 1 else 0).clamp_min(MIN_STD)
+    return (images01 - mean[..., None, None]) / std[..., None, None], mean, std
 
 
 def from_fit_space(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:

@@ -9,13 +9,12 @@ depend on which images share its group.
 Execution: on the CPU, groups run concurrently, one per intra-op thread, each with
 single-threaded kernels (small matmul blocks stay in cache and no kernel waits on a
 thread-pool barrier); on CUDA, groups run one after another on the device while the
-next group is prepared on the CPU (sampling, neighbours; up to 8 threads) in the background.
+next group is prepared on the CPU (sampling, neighbours, tables: batched tensor kernels) in a background thread.
 """
 from __future__ import annotations
 
 import copy
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -133,12 +132,10 @@ def fit_clouds(
     if next(decoder.parameters()).device != device:
         decoder = copy.deepcopy(decoder).to(device)  # the caller's decoder stays where it is
 
-    prep_workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
-
     def prepare(members: list[int]) -> FieldGroup:
         return FieldGroup(
             [images[i] for i in members], field, split, [indices[i] for i in members],
-            fit.seed, fit.pixel_fraction, fit.pixel_budget, device, workers=prep_workers,
+            fit.seed, fit.pixel_fraction, fit.pixel_budget, device,
         )
 
     def run(group: FieldGroup, members: list[int]) -> tuple[CloudBatch, Tensor]:

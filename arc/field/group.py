@@ -1,8 +1,7 @@
 """A prepared group of images fitted together: the building block of fitting and decoder pretraining.
 
-Per image (random draws from ``item_generator(seed, split, index)`` in this
-order: positions, latent init, pixel permutation) the group holds its
-fit-space target, latent positions, pixel neighbour index and colour
+Per image (prepared by :func:`~arc.field.prepare.prepare_images`) the group
+holds its fit-space target, latent positions, pixel neighbour index and colour
 transform. All latents of the group live in one flat [K, z] tensor, so a
 single element-wise optimiser is exactly per-image Adam.
 
@@ -11,7 +10,7 @@ into chunks of m = max(1, floor(pixel_fraction * P)); step t supervises chunk
 t mod ceil(P / m). The pixel table is laid out by (chunk count c, phase r,
 image, pixel), so the pixels of step t for all images with c chunks are one
 contiguous slice: a step is a few slices of precomputed tables and no
-per-image Python work. Slices longer than the pixel budget are split into
+per-image Python work. The tables are built with whole-group tensor operations. Slices longer than the pixel budget are split into
 several passes whose gradients accumulate before one optimiser step.
 
 Loss = sum over images of each image's mean squared error over its
@@ -20,7 +19,6 @@ supervised pixels and channels, so a batched fit equals fitting each image alone
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -28,15 +26,11 @@ import torch
 from torch import Tensor
 
 from arc.cloud import CloudBatch
-from arc.field.colour import check_image, to_fit_space
 from arc.field.config import FieldConfig
 from arc.field.decoder import Decoder
 from arc.field.errors import FieldInputError
-from arc.field.neighbours import pixel_neighbours
-from arc.field.sampling import latent_count, sample_positions
-from arc.seeding import item_generator
+from arc.field.prepare import PreparedImages, prepare_images
 
-LATENT_INIT = 1e-4
 MIN_MSE = 1e-10  # PSNR is capped at 100 dB for a perfect reconstruction
 CPU_MICRO_BATCH = 2048  # pixels per matmul block on CPU, so activations stay in cache
 
@@ -58,32 +52,6 @@ class Pass:
         return self.stop - self.start
 
 
-@dataclass
-class _Prepared:
-    target: Tensor  # [C, H, W] fit space
-    mean: Tensor
-    std: Tensor
-    pos: Tensor  # [k, 2]
-    lat: Tensor  # [k, z]
-    perm: Tensor  # [P]
-    nbr: Tensor  # [P, n] local latent indices, row-major pixels
-
-
-def prepare_image(image01: Tensor, field: FieldConfig, seed: int, split: str, index: int) -> _Prepared:
-    """Everything random and precomputed for one image (CPU)."""
-    check_image(image01)
-    image01 = image01.detach().to("cpu", torch.float32)
-    _, height, width = image01.shape
-    latent_count(height, width, 0, field)  # raises for images with fewer than n pixels
-    target, mean, std = to_fit_space(image01, field.colour)
-    generator = item_generator(seed, split, index)
-    pos = sample_positions(target, field, generator)
-    lat = torch.empty(pos.shape[0], field.latent_dim).uniform_(-LATENT_INIT, LATENT_INIT, generator=generator)
-    perm = torch.randperm(height * width, generator=generator)
-    nbr = pixel_neighbours(pos, height, width, field.neighbours)
-    return _Prepared(target, mean, std, pos, lat, perm, nbr)
-
-
 def _split(start: int, stop: int, budget: int) -> list[Pass]:
     pieces = max(1, math.ceil((stop - start) / budget))
     bounds = [start + (stop - start) * i // pieces for i in range(pieces + 1)]
@@ -98,7 +66,6 @@ class FieldGroup:
     table ``nbr`` [T, n] (global latent index, int32), ``off`` [T, 2n] offsets / s, ``target``
     [T, C] fit space, ``weight`` [T, 1] = 1 / (chunk pixels * C), ``image`` [T] image number,
     ``pixel`` [T] row-major pixel index within its image. T = total pixels.
-    ``workers`` > 1 prepares the images (sampling, neighbours) in that many threads.
 
     A training loop with a trainable decoder (e.g. a LightningModule with manual optimisation)::
 
@@ -120,7 +87,6 @@ class FieldGroup:
         pixel_fraction: float,
         pixel_budget: int,
         device: torch.device | str | None = None,
-        workers: int = 1,
     ) -> None:
         if len(images) == 0:
             raise FieldInputError("a field group needs at least one image")
@@ -133,65 +99,59 @@ class FieldGroup:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.pixel_budget = int(pixel_budget)
         self.indices = [int(i) for i in indices]
-        jobs = [(im, field, seed, split, i) for im, i in zip(images, self.indices)]
-        if workers > 1 and len(jobs) > 1:  # per-image preparation runs mostly outside the GIL
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                prepared = list(pool.map(lambda job: prepare_image(*job), jobs))
-        else:
-            prepared = [prepare_image(*job) for job in jobs]
-        self._build(prepared, pixel_fraction)
+        self._build(prepare_images(images, field, seed, split, self.indices), pixel_fraction)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _build(self, prepared: list[_Prepared], pixel_fraction: float) -> None:
+    def _build(self, prepared: PreparedImages, pixel_fraction: float) -> None:
         n, s = self.field.neighbours, self.field.spacing
-        counts = torch.tensor([p.pos.shape[0] for p in prepared])
-        self.latent_offset = torch.cumsum(counts, 0)
-        starts = (self.latent_offset - counts).tolist()
-        self.channels = prepared[0].target.shape[0]
-        self.sizes = torch.tensor([list(p.target.shape[1:]) for p in prepared], dtype=torch.long)
-        self.mean = torch.stack([p.mean for p in prepared]).to(self.device)
-        self.std = torch.stack([p.std for p in prepared]).to(self.device)
-        self.pos = torch.cat([p.pos for p in prepared]).to(self.device)
-        self.latents = torch.cat([p.lat for p in prepared]).to(self.device).requires_grad_(True)
+        batch = len(self.indices)
+        self.latent_offset = torch.cumsum(prepared.latent_counts, 0)
+        self.channels = prepared.target.shape[1]
+        self.sizes = prepared.sizes.clone()
+        self.mean = prepared.mean.to(self.device)
+        self.std = prepared.std.to(self.device)
+        self.pos = prepared.pos.to(self.device)
+        self.latents = prepared.lat.to(self.device).requires_grad_(True)
 
-        chunks: dict[int, list[int]] = {}
-        sizes: list[int] = []
-        for b, p in enumerate(prepared):
-            pixels = p.perm.numel()
-            m = chunk_size(pixels, pixel_fraction)
-            sizes.append(m)
-            chunks.setdefault(math.ceil(pixels / m), []).append(b)
-        self.step_pixels = sum(sizes)
+        pixels = prepared.pixel_counts  # [B]
+        chunk = torch.tensor([chunk_size(int(p), pixel_fraction) for p in pixels])  # m per image
+        phases = (pixels + chunk - 1) // chunk  # c = ceil(P / m) per image
+        self.step_pixels = int(chunk.sum())
+        image = torch.repeat_interleave(torch.arange(batch), pixels)  # [T] in (image, permutation order)
+        pixel_start = torch.cumsum(pixels, 0) - pixels
+        rank = torch.arange(image.numel()) - pixel_start[image]  # position in the image's permutation
+        phase = rank // chunk[image]
+        chunk_pixels = torch.minimum(chunk[image], pixels[image] - phase * chunk[image])  # the last chunk may be short
+        # rows ordered by (chunk count c, phase r, image); the stable sort keeps permutation order inside
+        most = int(phases.max())
+        slot = phases[image] * most + phase  # (c, r) slot, ascending in c then r
+        order = torch.sort(slot * batch + image, stable=True).indices
+        image, phase, chunk_pixels, slot = image[order], phase[order], chunk_pixels[order], slot[order]
+        pixel = prepared.perm[order]
+        row = pixel_start[image] + pixel
+        latent_start = self.latent_offset - prepared.latent_counts
+        nbr = prepared.nbr[row] + latent_start[image, None]  # [T, n] global latent index
+        width = prepared.sizes[image, 1]
+        query = torch.stack([pixel // width, pixel % width], 1).float()
+        off = (prepared.pos[nbr] - query[:, None, :]).reshape(-1, 2 * n) / s
 
-        rows: list[tuple[Tensor, ...]] = []
+        rows_per_slot = torch.bincount(slot, minlength=(most + 1) * most).tolist()
         self._schedule: list[tuple[int, list[list[Pass]]]] = []
         cursor = 0
-        for c in sorted(chunks):
-            phases = []
+        for c in sorted(set(phases.tolist())):
+            passes = []
             for r in range(c):
-                start = cursor
-                for b in chunks[c]:
-                    p, m = prepared[b], sizes[b]
-                    pix = p.perm[r * m : (r + 1) * m]
-                    height, width = p.target.shape[1:]
-                    local = p.nbr[pix]  # [M, n]
-                    query = torch.stack([pix // width, pix % width], 1).float()
-                    off = (p.pos[local] - query[:, None, :]).reshape(-1, 2 * n) / s
-                    target = p.target.reshape(self.channels, -1)[:, pix].t()
-                    weight = torch.full((pix.numel(), 1), 1.0 / (pix.numel() * self.channels))
-                    image = torch.full((pix.numel(),), b, dtype=torch.long)
-                    rows.append((local + starts[b], off, target, weight, image, pix))
-                    cursor += pix.numel()
-                phases.append(_split(start, cursor, self.pixel_budget))
-            self._schedule.append((c, phases))
-        nbr, off, target, weight, image, pixel = (torch.cat(col) for col in zip(*rows))
+                stop = cursor + rows_per_slot[c * most + r]
+                passes.append(_split(cursor, stop, self.pixel_budget))
+                cursor = stop
+            self._schedule.append((c, passes))
         index_dtype = torch.int32 if int(self.latent_offset[-1]) < 2**31 else torch.int64
         self.nbr = nbr.to(self.device, index_dtype)  # int32 halves the gather index traffic
         self.off = off.to(self.device)
-        self.target = target.contiguous().to(self.device)
-        self.weight = weight.to(self.device)
+        self.target = prepared.target[row].to(self.device)
+        self.weight = (1.0 / (chunk_pixels * self.channels).double()).float()[:, None].to(self.device)
         self.image = image.to(self.device)
         self.pixel = pixel.to(self.device)
 

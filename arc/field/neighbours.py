@@ -1,9 +1,9 @@
 """The indexing function U_n: the n nearest latents of each query, ordered by (distance, latent index).
 
 Ties are frequent on integer lattices, so the order is made exact and
-deterministic: squared distances are computed in float64 and sorted
-lexicographically with the latent index. Small clouds use a brute-force
-stable sort; large ones use a scipy cKDTree with extra candidates, and rows
+deterministic: squared distances are computed in float64 (float32 where
+they are small integers, which is exact) and sorted lexicographically with
+the latent index. Small clouds use a brute-force search; large ones use a scipy cKDTree with extra candidates, and rows
 whose tie set at the n-th distance could reach past the candidates are
 re-queried with a ball query that returns every latent at that distance.
 """
@@ -18,6 +18,7 @@ from arc.field.errors import FieldInputError
 
 BRUTE_FORCE_MAX_LATENTS = 128
 QUERY_CHUNK = 1 << 18
+BRUTE_FORCE_CHUNK = 1 << 20  # distance entries per block (cache-sized)
 
 
 def _check(pos: Tensor, queries: Tensor, n: int) -> None:
@@ -30,25 +31,38 @@ def _check(pos: Tensor, queries: Tensor, n: int) -> None:
 
 
 def _brute_force(pos: Tensor, queries: Tensor, n: int) -> Tensor:
-    k = pos.shape[0]
-    chunk = max(1, (1 << 22) // k)
+    """Exact neighbours of queries [Q, 2] among pos [..., k, 2] (float64) -> [..., Q, n].
+
+    On integer coordinates the key d2 * k + index is an exact, unique (distance, index) key:
+    computed in float32 when it stays below 2^24, else in float64.
+    """
+    lead, k = pos.shape[:-2], pos.shape[-2]
+    pos = pos.reshape(-1, k, 2)  # [B, k, 2]
+    chunk = max(1, BRUTE_FORCE_CHUNK // (k * pos.shape[0]))
     integer = bool((pos == pos.round()).all()) and bool((queries == queries.round()).all())
+    extent = torch.maximum(pos.amax((0, 1)), queries.amax(0)) - torch.minimum(pos.amin((0, 1)), queries.amin(0))
+    key_bound = (float(extent.square().sum()) + 1) * k
+    dtype = torch.float32 if integer and key_bound < 2.0**24 else torch.float64
+    pos, queries = pos.to(dtype), queries.to(dtype)
+    rank = torch.arange(k, dtype=dtype, device=pos.device)
     out = []
     for q in queries.split(chunk):
-        d2 = (pos[None, :, 0] - q[:, None, 0]).square() + (pos[None, :, 1] - q[:, None, 1]).square()
-        if integer and float(d2.max()) * k < 2.0**52:
-            # integer squared distances: d2 * k + index is an exact, unique (distance, index) key
-            key = d2 * k + torch.arange(k, dtype=d2.dtype)
-            out.append(torch.topk(key, n, dim=1, largest=False, sorted=True).indices)
+        d2 = (pos[:, None, :, 0] - q[None, :, None, 0]).square() + (pos[:, None, :, 1] - q[None, :, None, 1]).square()
+        if integer and key_bound < 2.0**52:
+            out.append(torch.topk(d2 * k + rank, n, dim=-1, largest=False, sorted=True).indices)
         else:
-            out.append(torch.sort(d2, dim=1, stable=True).indices[:, :n])  # stable: ties keep index order
-    return torch.cat(out)
+            out.append(torch.sort(d2, dim=-1, stable=True).indices[..., :n])  # stable: ties keep index order
+    return torch.cat(out, dim=1).reshape(*lead, queries.shape[0], n)
 
 
 def _exact_order(pos: np.ndarray, q: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort candidate rows [R, c] by (float64 squared distance, index); return (indices, d2)."""
     d = pos[cand] - q[:, None, :]
     d2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
+    k = pos.shape[0]
+    if np.isfinite(d2).all() and float(d2.max(initial=0.0)) * k < 2.0**62 and (d2 == np.round(d2)).all():
+        key = np.sort(d2.astype(np.int64) * k + cand, axis=1)  # integer distances: one exact, unique key
+        return key % k, (key // k).astype(np.float64)
     order = np.lexsort((cand, d2), axis=1)
     return np.take_along_axis(cand, order, 1), np.take_along_axis(d2, order, 1)
 
@@ -108,3 +122,21 @@ def pixel_neighbours(pos: Tensor, height: int, width: int, n: int) -> Tensor:
     if height < 1 or width < 1:
         raise FieldInputError(f"image size must be positive, got {height}x{width}")
     return nearest_latents(pos, pixel_grid(height, width), n)
+
+
+def pixel_neighbours_batch(pos: Tensor, height: int, width: int, n: int) -> Tensor:
+    """:func:`pixel_neighbours` of B same-size clouds with k latents each, pos [B, k, 2] -> [B, H*W, n] int64 (CPU).
+
+    Small clouds share one brute-force search; large ones are searched one by one with the tree.
+    """
+    if pos.ndim != 3 or pos.shape[0] == 0:
+        raise FieldInputError(f"batched positions must be [B, k, 2] with B >= 1, got {tuple(pos.shape)}")
+    if pos.shape[1] > BRUTE_FORCE_MAX_LATENTS:
+        return torch.stack([pixel_neighbours(p, height, width, n) for p in pos])
+    if height < 1 or width < 1:
+        raise FieldInputError(f"image size must be positive, got {height}x{width}")
+    queries = pixel_grid(height, width)
+    _check(pos.reshape(-1, 2), queries, n)
+    if pos.shape[1] < n:
+        raise FieldInputError(f"a cloud with {pos.shape[1]} latents cannot give {n} neighbours per query")
+    return _brute_force(pos.detach().to("cpu", torch.float64), queries.to(torch.float64), n)

@@ -10,6 +10,7 @@ without replacement and no limit on the number of pixels.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,18 +21,20 @@ from arc.field.config import FieldConfig
 from arc.field.errors import FieldInputError
 
 def gradient_norm(image: Tensor) -> Tensor:
-    """Sobel gradient norm of a [C, H, W] image -> [H, W] (same device, float32).
+    """Sobel gradient norm of a [..., C, H, W] image (or batch) -> [..., H, W] (same device, float32).
 
     Computed as differences then [1, 2, 1] smoothing (the separable Sobel form), so a
     constant region has a gradient of exactly 0.
     """
-    check_image(image)
-    x = F.pad(image.float()[None], (1, 1, 1, 1), mode="replicate")[0]  # [C, H+2, W+2]
-    d_col = x[:, :, 2:] - x[:, :, :-2]  # [C, H+2, W]
-    d_row = x[:, 2:, :] - x[:, :-2, :]  # [C, H, W+2]
-    g_col = (d_col[:, :-2] + 2.0 * d_col[:, 1:-1] + d_col[:, 2:]) / 8.0
-    g_row = (d_row[:, :, :-2] + 2.0 * d_row[:, :, 1:-1] + d_row[:, :, 2:]) / 8.0
-    return (g_col.square() + g_row.square()).sum(dim=0).sqrt()
+    if image.ndim < 3:
+        raise FieldInputError(f"an image must be [C, H, W] or [B, C, H, W], got shape {tuple(image.shape)}")
+    lead, (channels, height, width) = image.shape[:-3], image.shape[-3:]
+    x = F.pad(image.float().reshape(-1, channels, height, width), (1, 1, 1, 1), mode="replicate")
+    d_col = x[..., 2:] - x[..., :-2]  # [N, C, H+2, W]
+    d_row = x[..., 2:, :] - x[..., :-2, :]  # [N, C, H, W+2]
+    g_col = (d_col[..., :-2, :] + 2.0 * d_col[..., 1:-1, :] + d_col[..., 2:, :]) / 8.0
+    g_row = (d_row[..., :-2] + 2.0 * d_row[..., 1:-1] + d_row[..., 2:]) / 8.0
+    return (g_col.square() + g_row.square()).sum(dim=1).sqrt().reshape(*lead, height, width)
 
 
 def latent_count(height: int, width: int, nonzero: int, field: FieldConfig) -> int:
@@ -61,18 +64,38 @@ def sample_positions(image_fit: Tensor, field: FieldConfig, generator: torch.Gen
     When k exceeds the non-zero-gradient pixels, those are all taken and the rest are
     uniform among the zero-gradient pixels.
     """
-    _, height, width = image_fit.shape
-    g = gradient_norm(image_fit).flatten().to("cpu", torch.float64)
+    check_image(image_fit)
+    return sample_positions_batch(image_fit[None], field, [generator])[0]
+
+
+def sample_positions_batch(images_fit: Tensor, field: FieldConfig, generators: Sequence[torch.Generator]) -> list[Tensor]:
+    """:func:`sample_positions` for a batch [B, C, H, W] of same-size images, one generator each -> B x [k_b, 2].
+
+    The result for each image is exactly that of :func:`sample_positions` alone; images that
+    draw the same k share one top-k.
+    """
+    batch, _, height, width = images_fit.shape
+    if len(generators) != batch:
+        raise FieldInputError(f"{batch} images but {len(generators)} generators")
+    g = gradient_norm(images_fit).reshape(batch, -1).to("cpu", torch.float64)
     nonzero = g > 0
-    count = int(nonzero.sum())
-    k = latent_count(height, width, count, field)
-    uniform = torch.rand(g.numel(), generator=generator, dtype=torch.float64)
+    counts = nonzero.sum(dim=1).tolist()
+    ks = [latent_count(height, width, count, field) for count in counts]
+    uniform = torch.empty_like(g)
+    for row, generator in zip(uniform, generators):
+        torch.rand(row.shape, generator=generator, dtype=torch.float64, out=row)
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
     keys = torch.where(nonzero, torch.log(g) + gumbel, -math.inf)
-    if k <= count:
-        flat = torch.topk(keys, k).indices
-    else:
-        rest = torch.nonzero(~nonzero).flatten()
-        extra = rest[torch.topk(gumbel[rest], k - count).indices]
-        flat = torch.cat([torch.topk(keys, count).indices, extra])
-    return torch.stack([flat // width, flat % width], dim=1).float()
+    flat: list[Tensor | None] = [None] * batch
+    for k in sorted(set(ks)):
+        rows = [b for b in range(batch) if ks[b] == k and k <= counts[b]]
+        if rows:
+            top = torch.topk(keys[rows], k, dim=1).indices
+            for row, b in enumerate(rows):
+                flat[b] = top[row]
+    for b in range(batch):
+        if flat[b] is None:  # fewer non-zero-gradient pixels than latents: all of them plus uniform extras
+            rest = torch.nonzero(~nonzero[b]).flatten()
+            extra = rest[torch.topk(gumbel[b, rest], ks[b] - counts[b]).indices]
+            flat[b] = torch.cat([torch.topk(keys[b], counts[b]).indices, extra])
+    return [torch.stack([f // width, f % width], dim=1).float() for f in flat]
