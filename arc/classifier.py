@@ -142,6 +142,7 @@ class ARCClassifier(pl.LightningModule):
         self.register_buffer("latent_stats_ready", torch.tensor(False))
         self._stats_ready = False
         self.register_load_state_dict_post_hook(ARCClassifier._after_load)
+        self.decoder_hash: str | None = None  # the decoder of the training clouds (saved in checkpoints)
 
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_macro = MulticlassAccuracy(num_classes, average="macro")
@@ -237,6 +238,40 @@ class ARCClassifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.normalisation != "none" and not self._stats_ready:
             self.normalise(torch.zeros(0, self.latent_dim))  # raises the explanatory error
+        self.check_decoder()
+
+    # ------------------------------------------------------------ decoder of the clouds
+
+    def check_decoder(self) -> None:
+        """Adopt the datamodule's decoder hash (first fit), or raise if its clouds come from another decoder:
+        latents of two decoders are not comparable, so a classifier only reads clouds of its own."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        served = getattr(datamodule, "decoder_hash", None)
+        if served is None:
+            return
+        if self.decoder_hash is None:
+            self.decoder_hash = served
+        elif served != self.decoder_hash:
+            raise ClassifierConfigError(
+                f"this classifier was trained on clouds of decoder {self.decoder_hash[:12]}, but the data's clouds "
+                f"come from decoder {served[:12]}; their latents are not comparable. Pass the training decoder "
+                "with --data.decoder PATH (e.g. to evaluate on a new canvas)"
+            )
+
+    def on_validation_start(self) -> None:
+        self.check_decoder()
+
+    def on_test_start(self) -> None:
+        self.check_decoder()
+
+    def on_predict_start(self) -> None:
+        self.check_decoder()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["arc_decoder_hash"] = self.decoder_hash
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.decoder_hash = checkpoint.get("arc_decoder_hash")
 
     # ------------------------------------------------------------ model
 

@@ -191,10 +191,13 @@ def anchor_stage(
 ) -> CloudStore:
     """Fit every missing shard of ``splits`` into ``store``; rank r fits shards k ≡ r (mod world_size).
 
-    Finished shards are never refitted (resume). After a barrier, rank 0 computes the
-    train-only latent statistics and finalises the manifest; a last barrier follows.
+    Finished shards are never refitted (resume) and recorded splits are skipped, so a stage that
+    needs only some splits (e.g. ``test`` on a new canvas) fits only those. After a barrier, rank 0
+    records the splits, with the train-only latent statistics when train is among them, and marks
+    the store complete once every split of :data:`SPLITS` is recorded; a last barrier follows.
     """
-    if store.is_complete:
+    splits = [split for split in splits if not store.has_split(split)]
+    if not splits:
         return store
     decoder, meta = load_decoder(store.manifest["decoder_path"])
     if meta["hash"] != store.decoder_hash:
@@ -224,8 +227,10 @@ def anchor_stage(
     barrier()
     if rank == 0:
         collected = {split_name: store.collect(split_name) for split_name in splits}
-        mean, std = latent_statistics(store, "train")
-        store.finalize({s: c for s, (c, _) in collected.items()}, {s: k for s, (_, k) in collected.items()}, mean, std)
+        mean, std = latent_statistics(store, "train") if "train" in splits else (None, None)
+        complete = all(store.has_split(split_name) or split_name in splits for split_name in SPLITS)
+        store.record({s: c for s, (c, _) in collected.items()}, {s: k for s, (_, k) in collected.items()}, mean, std,
+                     complete=complete)
         for split_name, (count, skipped) in collected.items():
             converted = source.split(split_name).converted
             log.info("%s: %d clouds, %d skipped, %d converted to %d channels", split_name, count, len(skipped),

@@ -254,27 +254,27 @@ class CloudStore:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Clouds per split (after :meth:`finalize`)."""
+        """Clouds per recorded split (see :meth:`record`)."""
         return dict(self.manifest.get("counts", {}))
 
     @property
     def skipped(self) -> dict[str, list[int]]:
-        """Skipped source indices per split (after :meth:`finalize`)."""
+        """Skipped source indices per recorded split."""
         return {split: list(indices) for split, indices in self.manifest.get("skipped", {}).items()}
 
     @property
     def latent_mean(self) -> Tensor:
-        """[z] float32 train-only latent mean (after :meth:`finalize`)."""
+        """[z] float32 train-only latent mean (recorded once train is fitted)."""
         return self._statistic("latent_mean")
 
     @property
     def latent_std(self) -> Tensor:
-        """[z] float32 train-only latent std (after :meth:`finalize`)."""
+        """[z] float32 train-only latent std (recorded once train is fitted)."""
         return self._statistic("latent_std")
 
     def _statistic(self, name: str) -> Tensor:
         if self.manifest.get(name) is None:
-            raise StoreError(f"{self.path}: the store is not finalised; {name} is not available yet")
+            raise StoreError(f"{self.path}: the train split is not fitted yet; {name} is not available (run anchoring)")
         return torch.tensor(self.manifest[name], dtype=torch.float32)
 
     # -- shards -----------------------------------------------------------------------------
@@ -293,8 +293,8 @@ class CloudStore:
     def num_shards(self, split: str, count: int | None = None) -> int:
         """Number of shards for ``count`` source images (default: the finalised count + skips of ``split``)."""
         if count is None:
-            if not self.is_complete:
-                raise StoreError(f"{self.path}: pass the number of images; the store is not finalised")
+            if not self.has_split(split):
+                raise StoreError(f"{self.path}: pass the number of images; split {split!r} is not recorded yet")
             count = self.counts.get(split, 0) + len(self.skipped.get(split, []))
         return math.ceil(count / self.shard_size)
 
@@ -435,16 +435,18 @@ class CloudStore:
 
     # -- completion -------------------------------------------------------------------------
 
-    def finalize(
+    def record(
         self,
         counts: Mapping[str, int],
         skips: Mapping[str, Sequence[int]],
-        latent_mean: Tensor,
-        latent_std: Tensor,
+        latent_mean: Tensor | None = None,
+        latent_std: Tensor | None = None,
+        complete: bool = False,
     ) -> None:
-        """Check every split's shards against ``counts`` (clouds) and ``skips`` (skipped source indices),
-        then write the manifest with the train-only latent statistics and status "complete"."""
-        result_counts, result_skips = {}, {}
+        """Check the shards of every split in ``counts`` (clouds) against ``skips`` (skipped source indices)
+        and record those splits in the manifest, keeping the splits recorded before; also record the
+        train-only latent statistics when given. ``complete`` sets status "complete" (statistics required)."""
+        result_counts, result_skips = dict(self.manifest.get("counts", {})), dict(self.manifest.get("skipped", {}))
         for split, count in counts.items():
             expected_skips = sorted(int(i) for i in skips.get(split, ()))
             n = self.num_shards(split, int(count) + len(expected_skips))
@@ -458,23 +460,42 @@ class CloudStore:
             if found_count != int(count) or found_skips != expected_skips:
                 raise StoreError(
                     f"{self.path / split}: shards hold {found_count} clouds and {len(found_skips)} skips, "
-                    f"finalize was told {count} and {len(expected_skips)}"
+                    f"the record was told {count} and {len(expected_skips)}"
                 )
             result_counts[split], result_skips[split] = int(count), expected_skips
-        mean = torch.as_tensor(latent_mean, dtype=torch.float64).reshape(-1)
-        std = torch.as_tensor(latent_std, dtype=torch.float64).reshape(-1)
-        if mean.shape != std.shape or not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
-            raise StoreError(f"latent mean/std must be finite vectors of one length, got {tuple(mean.shape)} and {tuple(std.shape)}")
-        manifest = {
-            **self.manifest,
-            "status": "complete",
-            "counts": result_counts,
-            "skipped": result_skips,
-            "latent_mean": mean.tolist(),
-            "latent_std": std.tolist(),
-        }
+        manifest = {**self.manifest, "counts": result_counts, "skipped": result_skips}
+        if (latent_mean is None) != (latent_std is None):
+            raise StoreError("latent mean and std are recorded together")
+        if latent_mean is not None:
+            mean = torch.as_tensor(latent_mean, dtype=torch.float64).reshape(-1)
+            std = torch.as_tensor(latent_std, dtype=torch.float64).reshape(-1)
+            if mean.shape != std.shape or not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
+                raise StoreError(f"latent mean/std must be finite vectors of one length, got {tuple(mean.shape)} and {tuple(std.shape)}")
+            manifest.update(latent_mean=mean.tolist(), latent_std=std.tolist())
+        if complete:
+            if manifest.get("latent_mean") is None:
+                raise StoreError(f"{self.path}: a complete store needs the train latent statistics")
+            manifest["status"] = "complete"
         _write_json(self.path / MANIFEST, manifest)
         self.manifest = manifest
+
+    def finalize(
+        self,
+        counts: Mapping[str, int],
+        skips: Mapping[str, Sequence[int]],
+        latent_mean: Tensor,
+        latent_std: Tensor,
+    ) -> None:
+        """:meth:`record` the splits and the train-only latent statistics, and mark the store complete."""
+        self.record(counts, skips, latent_mean, latent_std, complete=True)
+
+    def has_split(self, split: str) -> bool:
+        """Whether every shard of ``split`` is fitted and recorded (the split is readable)."""
+        return split in self.manifest.get("counts", {})
+
+    @property
+    def has_statistics(self) -> bool:
+        return self.manifest.get("latent_mean") is not None
 
 
 def _skipped_list(path: Path, metadata: Mapping[str, str]) -> list[int]:
@@ -527,7 +548,7 @@ def _range_indices(starts: Tensor, counts: Tensor) -> Tensor:
 
 
 class CloudDataset(Dataset):
-    """Map-style dataset over the clouds of one split of a complete store, in source-index order.
+    """Map-style dataset over the clouds of one recorded split of a store, in source-index order.
 
     ``dataset[i]`` is a one-cloud :class:`CloudBatch`. Per-cloud fields (labels, sizes, indices,
     colour transforms, PSNR) are loaded at construction; points are read lazily. Each process keeps
@@ -539,8 +560,8 @@ class CloudDataset(Dataset):
 
     def __init__(self, store: "CloudStore | str | os.PathLike", split: str, cache_bytes: int = 1 << 30):
         self.store = _as_store(store)
-        if not self.store.is_complete:
-            raise StoreError(f"{self.store.path}: the store is not complete (anchoring did not finish); run anchoring again")
+        if not self.store.has_split(split):
+            raise StoreError(f"{self.store.path}: split {split!r} is not fitted yet (anchoring did not finish it); run anchoring again")
         self.split, self.cache_bytes = split, int(cache_bytes)
         per_cloud: dict[str, list[Tensor]] = {name: [] for name in _PER_CLOUD}
         shard_of, starts, self._shard_bytes = [], [], {}

@@ -46,6 +46,23 @@ def test_fit_then_test_then_predict(workdir):
     assert sorted(int(r["index"]) for r in rows) == list(range(8))
 
 
+def test_evaluating_on_a_new_canvas_fits_only_test_and_needs_the_training_decoder(workdir, capsys):
+    """Paper Exp. 5: a model trained on one canvas, tested on randomly displaced images."""
+    main(["fit", "--config", "tiny.yaml", "--test_after_fit", "false"])
+    best = workdir / "runs/tiny/checkpoints/best.ckpt"
+    (decoder,) = (workdir / "data/decoders").glob("*.safetensors")
+    assert torch.load(best, map_location="cpu", weights_only=False)["arc_decoder_hash"]
+    displaced = ["test", "--config", "tiny.yaml", "--data.canvas", "{size: 16, mode: random}", "--ckpt_path", str(best)]
+    with pytest.raises(SystemExit):
+        main(displaced)  # a new decoder is pretrained for the new canvas: its latents mean nothing to the model
+    assert "trained on clouds of decoder" in capsys.readouterr().err
+    cli = main([*displaced, "--data.decoder", str(decoder)])
+    assert "test/acc" in cli.trainer.callback_metrics
+    store = cli.datamodule.cloud_store
+    assert store.counts == {"test": 8} and not (store.path / "train").exists(), "train was refitted"
+    assert store.decoder_hash == cli.model.decoder_hash
+
+
 def test_invalid_values_end_with_one_message(workdir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", "tiny.yaml", "--data.batch_size", "0"])

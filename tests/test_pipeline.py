@@ -1,6 +1,7 @@
 """The representation stages chained: pretrain -> anchor -> store, resume, keys, skips and DDP ranks."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -52,8 +53,10 @@ def test_second_run_reuses_decoder_and_store_and_resumes_a_lost_shard(tmp_path):
     before = _all(store, "train")
     mtime = kept.stat().st_mtime_ns
     lost.unlink()
-    manifest = store.path / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"complete"', '"incomplete"'))
+    manifest = store.path / "manifest.json"  # as a run killed before recording its splits leaves it
+    fields = json.loads(manifest.read_text())
+    fields.update(status="incomplete", counts={}, skipped={}, latent_mean=None, latent_std=None)
+    manifest.write_text(json.dumps(fields))
     again = _stages(tmp_path)
     assert again.path == store.path
     assert kept.stat().st_mtime_ns == mtime, "a finished shard was rewritten"
@@ -145,3 +148,20 @@ def test_anchoring_refuses_a_decoder_file_swapped_under_the_store(tmp_path):
     pretrain_stage(source, FIELD, PretrainConfig(images=6, steps=3), tmp_path / "other.safetensors").replace(path)
     with pytest.raises(ValueError, match="is not the decoder of store"):
         anchor_stage(source, FIELD, FIT, store)
+
+
+def test_anchoring_only_the_requested_splits_then_the_rest(tmp_path):
+    source = open_source("shapes", **SHAPES)
+    decoder = pretrain_stage(source, FIELD, PRETRAIN, tmp_path / "decoder.safetensors")
+    store = anchor_stage(source, FIELD, FIT, open_store(source, FIELD, FIT, decoder, tmp_path, shard_size=4), ("test",))
+    assert store.counts == {"test": 5} and not store.is_complete and not store.has_statistics
+    assert not (store.path / "train").exists()
+    test_shard = store.shard_path("test", 0)
+    mtime = test_shard.stat().st_mtime_ns
+    store = anchor_stage(source, FIELD, FIT, store)
+    assert store.is_complete and store.counts == {"test": 5, "train": 10, "val": 4}
+    assert test_shard.stat().st_mtime_ns == mtime, "a recorded split was refitted"
+    lat, _ = _all(store, "train")
+    torch.testing.assert_close(store.latent_mean, lat.mean(0), rtol=1e-4, atol=1e-6)
+    full = _stages(tmp_path / "full")
+    torch.testing.assert_close(_all(store, "test")[0], _all(full, "test")[0])

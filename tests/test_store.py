@@ -188,7 +188,7 @@ def test_latent_statistics_match_torch(tmp_path):
 def test_finalize_checks_shards_and_records_results(tmp_path):
     store, _ = _filled(tmp_path)
     mean, std = latent_statistics(store)
-    with pytest.raises(StoreError, match="finalize was told"):
+    with pytest.raises(StoreError, match="record was told"):
         store.finalize({"train": 9, "val": 3}, {"train": []}, mean, std)
     with pytest.raises(StoreError, match="missing"):
         store.finalize({"train": 13, "val": 3}, {"train": [5]}, mean, std)
@@ -200,9 +200,26 @@ def test_finalize_checks_shards_and_records_results(tmp_path):
     assert torch.allclose(reopened.latent_mean, mean) and torch.allclose(reopened.latent_std, std)
 
 
+def test_splits_are_recorded_one_at_a_time(tmp_path):
+    store, _ = _filled(tmp_path)
+    store.record({"val": 3}, {})
+    reopened = CloudStore.open(store.path)
+    assert reopened.has_split("val") and not reopened.has_split("train") and not reopened.is_complete
+    assert len(CloudDataset(reopened, "val")) == 3 and not reopened.has_statistics
+    with pytest.raises(StoreError, match="train split is not fitted"):
+        reopened.latent_mean
+    with pytest.raises(StoreError, match="needs the train latent statistics"):
+        reopened.record({"train": 9}, {"train": [5]}, complete=True)
+    mean, std = latent_statistics(reopened)
+    reopened.record({"train": 9}, {"train": [5]}, mean, std, complete=True)
+    again = CloudStore.open(store.path)
+    assert again.is_complete and again.counts == {"val": 3, "train": 9} and again.skipped == {"val": [], "train": [5]}
+    assert torch.equal(again.latent_mean, mean)
+
+
 def test_cloud_dataset_and_collate(tmp_path):
     store, written = _filled(tmp_path)
-    with pytest.raises(StoreError, match="not complete"):
+    with pytest.raises(StoreError, match="not fitted yet"):
         CloudDataset(store, "train")
     store.finalize({"train": 9, "val": 3}, {"train": [5]}, *latent_statistics(store))
     dataset = CloudDataset(store.path, "train")

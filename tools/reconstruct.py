@@ -97,11 +97,11 @@ def load_decoder_for(store: CloudStore, path: Optional[str] = None) -> tuple[Dec
 
 
 class Clouds:
-    """The complete store's clouds, looked up by (split, source index); datasets are opened once."""
+    """The store's clouds, looked up by (split, source index); datasets are opened once."""
 
     def __init__(self, store: CloudStore):
-        if not store.is_complete:
-            raise StoreError(f"{store.path}: the store is not complete (anchoring did not finish); run anchoring again")
+        if not store.counts:
+            raise StoreError(f"{store.path}: no split is fitted yet (anchoring did not finish one); run anchoring again")
         self.store = store
         self._datasets: dict[str, CloudDataset] = {}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import lightning as L
 import torch
@@ -122,7 +122,8 @@ class ARCDataModule(ImageDataModule):
     """Chains the stages of DESIGN "Chaining the stages" in ``setup()`` and serves CloudBatch loaders.
 
     Rank 0 pretrains the decoder (unless it exists) while the others wait; every rank fits the
-    store shards k ≡ rank (mod world size); rank 0 writes the train-only latent statistics.
+    store shards k ≡ rank (mod world size) of the splits the stage reads (``setup(stage)``); rank 0
+    writes the train-only latent statistics once train is fitted.
     Takes the arguments of :class:`ImageDataModule` (passed through ``kwargs``) plus:
 
     Args:
@@ -159,9 +160,19 @@ class ARCDataModule(ImageDataModule):
         self.cloud_store: Optional[CloudStore] = None
         self.latent_stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
-    def prepare_clouds(self) -> CloudStore:
-        """Run the stages (each cached): pretrain on rank 0, anchor on every rank, statistics on rank 0."""
-        if self.cloud_store is not None:
+    def stage_splits(self, stage: Optional[str]) -> tuple[str, ...]:
+        """The splits a trainer stage reads: fit -> train, val; validate -> val; test -> test;
+        predict -> ``predict_split``; anything else -> all."""
+        return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                "predict": (self.predict_split,)}.get(stage or "", SPLITS)
+
+    def prepare_clouds(self, splits: Sequence[str] = SPLITS) -> CloudStore:
+        """Run the stages for ``splits`` (each cached): pretrain on rank 0, anchor on every rank, statistics on rank 0.
+
+        Only the requested splits are fitted, so evaluating on a new canvas or source fits only its
+        test split; the train statistics are set once train is fitted.
+        """
+        if self.cloud_store is not None and all(self.cloud_store.has_split(split) for split in splits):
             return self.cloud_store
         rank, world_size, barrier, device = self.distributed()
 
@@ -175,11 +186,18 @@ class ARCDataModule(ImageDataModule):
             open_this_store()  # created once, before the other ranks open it
         barrier()
         store = open_this_store()
-        self.cloud_store = anchor_stage(self.source, self.field, self.fit, store, SPLITS, rank, world_size, barrier,
+        self.cloud_store = anchor_stage(self.source, self.field, self.fit, store, splits, rank, world_size, barrier,
                                         device)
-        self.latent_stats = (self.cloud_store.latent_mean, self.cloud_store.latent_std)
-        self._log_fit_psnr()
+        if self.cloud_store.has_statistics:
+            self.latent_stats = (self.cloud_store.latent_mean, self.cloud_store.latent_std)
+        if "train" in splits:
+            self._log_fit_psnr()
         return self.cloud_store
+
+    @property
+    def decoder_hash(self) -> Optional[str]:
+        """Content hash of the decoder the served clouds were fitted with (once the store is open)."""
+        return None if self.cloud_store is None else self.cloud_store.decoder_hash
 
     def _log_fit_psnr(self) -> None:
         """Log ``fit/psnr`` and a reconstruction panel of a few train clouds (rank 0, W&B)."""
@@ -196,11 +214,11 @@ class ARCDataModule(ImageDataModule):
                             self.field.neighbours, key="fit/reconstruction", step=0, originals=originals)
 
     def setup(self, stage: Optional[str] = None) -> None:
-        self.prepare_clouds()
+        self.prepare_clouds(self.stage_splits(stage))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
-            CloudDataset(self.prepare_clouds(), split),
+            CloudDataset(self.prepare_clouds((split,)), split),
             batch_size=self.batch_size,
             shuffle=shuffle,
             collate_fn=collate_clouds,
