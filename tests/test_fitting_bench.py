@@ -37,6 +37,8 @@ def test_bench_runs_on_small_npz(tmp_path, capsys):
                 "peak_fraction", "prepare_images_per_s", "reference_images_per_s", "speedup", "psnr_diff"):
         assert key in result
     assert abs(result["psnr_diff"]) < 1e-3 and result["prepare_images_per_s"] > 0
+    only = bench_fit.main(["--source", f"npz:{path}", "--images", "4", "--prepare-only", "--json"])
+    assert set(only) == {"source", "threads", "images", "image_size", "prepare_images_per_s"} and only["images"] == 4
 
 
 def test_strokes_npz_is_a_valid_source(tmp_path):

@@ -1,6 +1,7 @@
 """Benchmark the batched fitting engine against the machine's matmul limit and a one-at-a-time loop.
 
     python tools/bench_fit.py --make-strokes data/strokes28.npz    # MNIST-like 28x28 strokes
+    python tools/bench_fit.py --source npz:PATH --images 512 --prepare-only --json  # CPU preparation alone
     python tools/bench_fit.py --source npz:PATH --images 512 --steps 500 --pretrain 100 \
         --device cpu --json [--decoder CKPT] [--reference-loop] [--pixel-budget B] [--precision 32|bf16]
 
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--latents-per-pixel", type=float, default=0.05)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--peak-size", type=int, default=4096, help="matrix size of the peak-matmul timing")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="time only the CPU preparation (best of 3) and print prepare_images_per_s")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
     if args.make_strokes:
@@ -177,6 +180,12 @@ def main(argv: list[str] | None = None) -> dict:
     field = FieldConfig(latents_per_pixel=args.latents_per_pixel)
     fit = FitConfig(steps=args.steps, pixel_budget=args.pixel_budget, precision=args.precision)
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+    if args.prepare_only:
+        best = min(time_preparation(images, indices, field, fit) for _ in range(3))
+        result = {"source": args.source, "threads": torch.get_num_threads(), "images": count,
+                  "image_size": list(images[0].shape), "prepare_images_per_s": round(count / best, 3)}
+        print(json.dumps(result))
+        return result
 
     load_start = [round(v, 2) for v in os.getloadavg()]  # other processes on the machine distort timings
     start = time.perf_counter()
