@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -51,9 +52,16 @@ class ARCCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, evaluate the test split with the best-val checkpoint")
+        parser.add_argument("--tf32", type=bool, default=False,
+                            help="allow TF32 tensor-core matmuls for float32 on CUDA (the paper's setting; "
+                                 "no effect on the CPU; fitting follows data.fit.precision)")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.latent_dim", "model.init_args.latent_dim", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        torch.backends.cuda.matmul.allow_tf32 = bool(config.get("tf32", False))
 
     def before_predict(self) -> None:
         from arc.classifier import PredictionWriter

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from arc.cli import build_cli
 from arc.classifier import ARCClassifier
@@ -15,10 +16,20 @@ OFFLINE = ["--data.init_args.source", "digits", "--data.init_args.source_options
            "--data.init_args.canvas", "null", "--data.init_args.root", "unused"]
 
 
+@pytest.fixture(autouse=True)
+def restore_tf32():
+    before = torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = before
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(c.parents[1])) for c in CONFIGS])
 def test_config_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    torch.backends.cuda.matmul.allow_tf32 = config.stem != "demo"  # the config must set it either way
     cli = build_cli(["--config", str(config), *OFFLINE, "--trainer.logger", "false"], run=False)
+    paper = config.parent.name != "pretrain" and config.stem != "demo"
+    assert torch.backends.cuda.matmul.allow_tf32 == paper, "paper configs train with TF32 (ARC-SPEC §9), others not"
     if config.parent.name == "pretrain":
         assert isinstance(cli.model, DecoderPretraining) and isinstance(cli.datamodule, PretrainDataModule)
     else:
@@ -38,3 +49,4 @@ def test_paper_configs_keep_the_paper_settings():
     assert (data.pretrain.images, data.pretrain.steps) == (100, 500)
     assert data.batch_size == 1024 and cli.trainer.max_epochs == 300
     assert model.hparams.augment == {"mask": 0.3, "arcmix": {"alpha": 1.0}}
+    assert cli.config["tf32"] is True and torch.backends.cuda.matmul.allow_tf32

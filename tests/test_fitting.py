@@ -20,6 +20,7 @@ from arc.field import (
     sample_positions,
     to_fit_space,
 )
+from arc.field.fitting import cuda_tf32
 from arc.field.prepare import prepare_images
 from arc.seeding import item_generator
 
@@ -254,3 +255,13 @@ def test_bad_input():
         fit([torch.rand(1, 8, 8)], [0, 1], decoder=dec)
     with pytest.raises(FieldInputError, match="does not match the field"):
         fit([torch.rand(1, 8, 8)], [0], decoder=new_decoder(FieldConfig(latent_dim=5), 1, 0))
+
+
+def test_tf32_context_sets_and_restores_the_cuda_matmul_flag():
+    before = torch.backends.cuda.matmul.allow_tf32
+    with cuda_tf32(not before):
+        assert torch.backends.cuda.matmul.allow_tf32 is (not before)
+    assert torch.backends.cuda.matmul.allow_tf32 is before
+    assert FitConfig(precision="tf32").precision == "tf32"
+    with pytest.raises(ValueError, match="'tf32'"):
+        FitConfig(precision="tf16")

@@ -3,7 +3,7 @@
     python tools/bench_fit.py --make-strokes data/strokes28.npz    # MNIST-like 28x28 strokes
     python tools/bench_fit.py --source npz:PATH --images 512 --prepare-only --json  # CPU preparation alone
     python tools/bench_fit.py --source npz:PATH --images 512 --steps 500 --pretrain 100 \
-        --device cpu --json [--decoder CKPT] [--reference-loop] [--pixel-budget B] [--precision 32|bf16]
+        --device cpu --json [--decoder CKPT] [--reference-loop] [--pixel-budget B] [--precision 32|tf32|bf16|16]
 
 Prints one JSON line. FLOPs are counted analytically for the decoder matmuls only.
 With F = n(z+2) inputs, width W = F and C outputs, a supervised pixel costs
@@ -51,10 +51,8 @@ from arc.field import (
     pack_groups,
     pretrain_decoder,
 )
+from arc.field.fitting import MATMUL_DTYPES, cuda_tf32
 from arc.field.group import chunk_size
-
-_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
-
 
 def supervised_pixels(pixels: int, fit: FitConfig) -> int:
     """Pixels supervised over ``fit.steps`` steps of the chunked schedule for an image of P pixels."""
@@ -149,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--decoder", help="a decoder checkpoint to use instead of pretraining")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pixel-budget", type=int, default=FitConfig.pixel_budget)
-    parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
+    parser.add_argument("--precision", default="32", choices=list(MATMUL_DTYPES))
     parser.add_argument("--reference-loop", action="store_true")
     parser.add_argument("--reference-images", type=int, default=32)
     parser.add_argument("--latents-per-pixel", type=float, default=0.05)
@@ -202,8 +200,9 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"decoder ready in {pretrain_s:.1f}s")
     decoder = decoder.to(device)
 
-    dtype = _DTYPES[args.precision] if device.type == "cuda" else torch.float32
-    peak = matmul_peak(device, dtype, args.peak_size)
+    dtype = MATMUL_DTYPES[args.precision] if device.type == "cuda" else torch.float32
+    with cuda_tf32(args.precision == "tf32"):  # the peak in the precision the fit uses
+        peak = matmul_peak(device, dtype, args.peak_size)
     start = time.perf_counter()
     psnr = fit_clouds(images, decoder, field, fit, "train", indices, device=device).psnr
     _sync(device)

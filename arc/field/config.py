@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 Colour = Literal["standardise", "unit"]
-Precision = Literal["32", "bf16", "16"]
+Precision = Literal["32", "tf32", "bf16", "16"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,9 @@ class FitConfig:
     """Fitting latents with a frozen decoder (per-image Adam, chunked pixel schedule).
 
     pixel_budget: supervised pixels per forward/backward pass; bounds memory.
-    precision: "32", or "bf16"/"16" autocast (used on CUDA only).
+    precision: the decoder matmuls on CUDA: "32" (full float32), "tf32" (float32 with TF32
+        tensor-core matmuls), "bf16" or "16" (matmuls in that dtype, float32 loss and Adam).
+        The CPU always fits in full float32.
     """
 
     steps: int = 500
@@ -74,8 +76,8 @@ class FitConfig:
         if self.pixel_budget < 1:
             raise ValueError(f"pixel_budget must be >= 1, got {self.pixel_budget}")
         object.__setattr__(self, "precision", str(self.precision))  # YAML reads 32 as an int
-        if self.precision not in ("32", "bf16", "16"):
-            raise ValueError(f"precision must be '32', 'bf16' or '16', got {self.precision!r}")
+        if self.precision not in ("32", "tf32", "bf16", "16"):
+            raise ValueError(f"precision must be '32', 'tf32', 'bf16' or '16', got {self.precision!r}")
 
 
 @dataclass(frozen=True)

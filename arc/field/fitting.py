@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -32,7 +32,7 @@ from arc.seeding import item_seed
 
 Progress = Callable[[int, Tensor], None]
 
-_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
+MATMUL_DTYPES = {"32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 @dataclass
@@ -77,13 +77,14 @@ def fit_group(
 
     ``on_step(len(group))`` is called after every step (progress in image-steps).
     """
-    dtype = _DTYPES[fit.precision] if group.device.type == "cuda" else torch.float32
-    engine = FrozenStep(decoder, group, dtype)
+    cuda = group.device.type == "cuda"
+    engine = FrozenStep(decoder, group, MATMUL_DTYPES[fit.precision] if cuda else torch.float32)
     latents = group.latents
     grad = torch.zeros_like(latents)
     latents.grad = grad
     optimiser = _adam([latents], fit.lr, group.device)
-    with torch.no_grad():
+    # on CUDA the groups run one after another in this thread, so the global flag is set safely
+    with torch.no_grad(), cuda_tf32(fit.precision == "tf32") if cuda else nullcontext():
         for step in range(fit.steps):
             grad.zero_()
             for piece in group.passes(step):
@@ -91,8 +92,8 @@ def fit_group(
             optimiser.step()
             if on_step is not None:
                 on_step(len(group))
-    latents.grad = None
-    return group.psnr(decoder)
+        latents.grad = None
+        return group.psnr(decoder)
 
 
 def fit_clouds(
@@ -171,6 +172,17 @@ def fit_clouds(
 
 
 @contextmanager
+def cuda_tf32(enabled: bool) -> Iterator[None]:
+    """Allow (or forbid) TF32 in CUDA float32 matmuls inside the block, then restore the previous setting."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@contextmanager
 def _intra_op_threads(count: int) -> Iterator[None]:
     before = torch.get_num_threads()
     torch.set_num_threads(count)
@@ -217,16 +229,17 @@ def pretrain_decoder(
     decoder = new_decoder(field, int(images[0].shape[0]), pretrain.seed).to(device)
     group = FieldGroup(images, field, split, indices, pretrain.seed, pretrain.pixel_fraction, pixel_budget, device)
     optimiser = _adam([*decoder.parameters(), group.latents], pretrain.lr, device)
-    for step in range(pretrain.steps):
-        optimiser.zero_grad(set_to_none=False)
-        total = 0.0
-        for piece in group.passes(step):
-            loss = group.loss(decoder, group.latents, piece)
-            loss.backward()
-            total += float(loss.detach())
-        optimiser.step()
-        if progress is not None:
-            progress(step + 1, total)
-    psnr = group.psnr(decoder)
+    with cuda_tf32(False) if device.type == "cuda" else nullcontext():  # full float32, like the CPU
+        for step in range(pretrain.steps):
+            optimiser.zero_grad(set_to_none=False)
+            total = 0.0
+            for piece in group.passes(step):
+                loss = group.loss(decoder, group.latents, piece)
+                loss.backward()
+                total += float(loss.detach())
+            optimiser.step()
+            if progress is not None:
+                progress(step + 1, total)
+        psnr = group.psnr(decoder)
     return decoder.eval().cpu(), psnr
 
