@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -23,7 +25,7 @@ from arc.field.colour import check_image
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decoder import load_decoder, save_decoder
 from arc.field.errors import FieldInputError
-from arc.field.fitting import fit_clouds, pretrain_decoder
+from arc.field.fitting import fit_clouds, intra_op_threads, pretrain_decoder
 from arc.field.sampling import latent_count
 from arc.store import CloudStore, decoder_key, default_store_dir, latent_statistics, store_key
 from arc.store import default_decoder_path as keyed_decoder_path
@@ -140,7 +142,7 @@ def _empty_clouds(field: FieldConfig, channels: int) -> CloudBatch:
 
 def _fit_shard(
     store: CloudStore, split_name: str, shard: int, source: ImageSource, decoder, field: FieldConfig, fit: FitConfig,
-    device: torch.device | str, bar: tqdm,
+    device: torch.device, bar: tqdm, lock: threading.Lock,
 ) -> tuple[int, float]:
     split = source.split(split_name)
     first = shard * store.shard_size
@@ -158,9 +160,9 @@ def _fit_shard(
         kept.append(i)
     if not kept:
         store.write_shard(split_name, shard, _empty_clouds(field, source.channels), torch.zeros(0), skipped)
-        bar.update(len(skipped) * fit.steps)
+        with lock:
+            bar.update(len(skipped) * fit.steps)
         return 0, 0.0
-    lock = threading.Lock()
 
     def on_step(images: int) -> None:  # called from fitting threads: one step of a group of ``images``
         with lock:
@@ -188,8 +190,13 @@ def anchor_stage(
     world_size: int = 1,
     barrier: Barrier = _no_barrier,
     device: torch.device | str = "cpu",
+    shard_workers: Optional[int] = None,
 ) -> CloudStore:
     """Fit every missing shard of ``splits`` into ``store``; rank r fits shards k ≡ r (mod world_size).
+
+    ``shard_workers`` shards are fitted at once (default: 2 on CUDA, so one shard's reading and
+    CPU preparation overlap the other's device work; 1 on the CPU, whose fitting already uses
+    every core; more than 1 on the CPU fits each shard single-threaded). Results do not depend on it.
 
     Finished shards are never refitted (resume) and recorded splits are skipped, so a stage that
     needs only some splits (e.g. ``test`` on a new canvas) fits only those. After a barrier, rank 0
@@ -209,6 +216,11 @@ def anchor_stage(
         raise ValueError(
             f"decoder {store.manifest['decoder_path']} outputs {decoder.channels} channels but {source.spec} has {source.channels}"
         )
+    device = torch.device(device)
+    decoder = decoder.to(device)  # once, not per shard
+    if shard_workers is None:
+        shard_workers = 2 if device.type == "cuda" else 1
+    lock = threading.Lock()  # the progress bar is shared by the shard workers
     for split_name in splits:
         split = source.split(split_name)
         shards = [k for k in range(store.num_shards(split_name, len(split))) if k % world_size == rank]
@@ -217,11 +229,21 @@ def anchor_stage(
         # counted in image-steps, shown in images (unit_scale), so the rate reads images/s
         bar = tqdm(total=total * fit.steps, desc=f"anchor {split_name}", unit="img", unit_scale=1 / fit.steps,
                    disable=total == 0, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
-        fitted, psnr_sum = 0, 0.0
-        for k in todo:
-            n, s = _fit_shard(store, split_name, k, source, decoder, field, fit, device, bar)
-            fitted, psnr_sum = fitted + n, psnr_sum + s
+        def fit_shard(k: int) -> tuple[int, float]:
+            return _fit_shard(store, split_name, k, source, decoder, field, fit, device, bar, lock)
+
+        if shard_workers <= 1:  # in this thread, so Ctrl-C stops at once
+            done = [fit_shard(k) for k in todo]
+        else:
+            pool = ThreadPoolExecutor(max_workers=shard_workers)
+            # on the CPU each concurrent shard fits with one intra-op thread (no thread-count races)
+            try:
+                with intra_op_threads(1) if device.type == "cpu" else nullcontext():
+                    done = list(pool.map(fit_shard, todo))
+            finally:  # on an error or Ctrl-C: finish (and write) the running shards, start no new ones
+                pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+        fitted, psnr_sum = sum(n for n, _ in done), sum(total for _, total in done)
         if fitted:
             log.info("rank %d fitted %d %s images, mean PSNR %.2f dB", rank, fitted, split_name, psnr_sum / fitted)
     barrier()

@@ -262,6 +262,17 @@ def test_tf32_context_sets_and_restores_the_cuda_matmul_flag():
     with cuda_tf32(not before):
         assert torch.backends.cuda.matmul.allow_tf32 is (not before)
     assert torch.backends.cuda.matmul.allow_tf32 is before
+    first, second = cuda_tf32(not before), cuda_tf32(not before)  # overlapping, as shard threads do
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert torch.backends.cuda.matmul.allow_tf32 is (not before), "the first to leave must not restore"
+    second.__exit__(None, None, None)
+    assert torch.backends.cuda.matmul.allow_tf32 is before
+    with cuda_tf32(True), pytest.raises(RuntimeError, match="different matmul precisions"):
+        with cuda_tf32(False):
+            pass
+    assert torch.backends.cuda.matmul.allow_tf32 is before
     assert FitConfig(precision="tf32").precision == "tf32"
     with pytest.raises(ValueError, match="'tf32'"):
         FitConfig(precision="tf16")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from arc.data.sources import open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
-from arc.pipeline import anchor_stage, default_decoder_path, open_store, pretrain_stage
+from arc.pipeline import SPLITS, anchor_stage, default_decoder_path, open_store, pretrain_stage
 from arc.store import CloudDataset, CloudStore
 
 FIELD = FieldConfig(latent_dim=8, neighbours=4, latents_per_pixel=0.1)
@@ -165,3 +165,17 @@ def test_anchoring_only_the_requested_splits_then_the_rest(tmp_path):
     torch.testing.assert_close(store.latent_mean, lat.mean(0), rtol=1e-4, atol=1e-6)
     full = _stages(tmp_path / "full")
     torch.testing.assert_close(_all(store, "test")[0], _all(full, "test")[0])
+
+
+def test_concurrent_shard_workers_write_the_same_store(tmp_path):
+    source = open_source("shapes", **SHAPES)
+    decoder = pretrain_stage(source, FIELD, PRETRAIN, tmp_path / "decoder.safetensors")
+    threads = torch.get_num_threads()
+    stores = [anchor_stage(source, FIELD, FIT, open_store(source, FIELD, FIT, decoder, tmp_path / str(w), shard_size=3),
+                           shard_workers=w) for w in (1, 3)]
+    assert torch.get_num_threads() == threads
+    assert stores[1].counts == stores[0].counts == {"train": 10, "val": 4, "test": 5}
+    for split in SPLITS:
+        for k in range(stores[0].num_shards(split)):
+            a, b = stores[0].read_shard(split, k)[0], stores[1].read_shard(split, k)[0]
+            assert torch.equal(a.lat, b.lat) and torch.equal(a.pos, b.pos) and torch.equal(a.index, b.index)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -154,7 +155,7 @@ def fit_clouds(
     clouds, psnrs, done = [], [], 0
     with ExitStack() as stack:
         if workers > 1:
-            stack.enter_context(_intra_op_threads(1))
+            stack.enter_context(intra_op_threads(1))
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
             results = pool.map(lambda members: run(prepare(members), members), groups)
         elif device.type == "cuda":
@@ -171,19 +172,39 @@ def fit_clouds(
     return FitResult(CloudBatch.concat(clouds), torch.cat(psnrs))
 
 
+class _TF32Scopes:
+    """The blocks that set the (process-global) CUDA TF32 flag: the first saves it, the last restores it."""
+
+    lock = threading.Lock()
+    active = 0
+    saved = False
+
+
 @contextmanager
 def cuda_tf32(enabled: bool) -> Iterator[None]:
-    """Allow (or forbid) TF32 in CUDA float32 matmuls inside the block, then restore the previous setting."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+    """Allow (or forbid) TF32 in CUDA float32 matmuls inside the block, then restore the previous setting.
+
+    Blocks may overlap (shards fitted in threads) as long as they ask for the same setting.
+    """
+    with _TF32Scopes.lock:
+        if _TF32Scopes.active == 0:
+            _TF32Scopes.saved = torch.backends.cuda.matmul.allow_tf32
+        elif torch.backends.cuda.matmul.allow_tf32 != enabled:
+            raise RuntimeError("overlapping CUDA fits ask for different matmul precisions (fit.precision)")
+        _TF32Scopes.active += 1
+        torch.backends.cuda.matmul.allow_tf32 = enabled
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        with _TF32Scopes.lock:
+            _TF32Scopes.active -= 1
+            if _TF32Scopes.active == 0:
+                torch.backends.cuda.matmul.allow_tf32 = _TF32Scopes.saved
 
 
 @contextmanager
-def _intra_op_threads(count: int) -> Iterator[None]:
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous count (main thread only)."""
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
