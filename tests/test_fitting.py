@@ -276,3 +276,13 @@ def test_tf32_context_sets_and_restores_the_cuda_matmul_flag():
     assert FitConfig(precision="tf32").precision == "tf32"
     with pytest.raises(ValueError, match="'tf32'"):
         FitConfig(precision="tf16")
+
+
+def test_running_out_of_gpu_memory_names_the_pixel_budget(monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(FrozenStep, "accumulate", no_memory)
+    group = FieldGroup(smooth_images([(8, 8)], 1), FIELD, "train", [0], 0, 0.25, 777)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="pixel_budget=777 .* lower it"):
+        fit_group(group, new_decoder(FIELD, 1, seed=0), FitConfig(steps=2))

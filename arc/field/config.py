@@ -58,7 +58,10 @@ def _check_common(steps: int, lr: float, pixel_fraction: float) -> None:
 class FitConfig:
     """Fitting latents with a frozen decoder (per-image Adam, chunked pixel schedule).
 
-    pixel_budget: supervised pixels per forward/backward pass; bounds memory.
+    pixel_budget: supervised pixels per step of a group and per pass; bounds memory (a group's
+        pixel tables, about 72 bytes per image pixel; the decoder activations are computed in
+        blocks of at most 2^20 pixels on CUDA, 2,048 on the CPU). It does not change the
+        results, so it is not part of the store key.
     precision: the decoder matmuls on CUDA: "32" (full float32), "tf32" (float32 with TF32
         tensor-core matmuls), "bf16" or "16" (matmuls in that dtype, float32 loss and Adam).
         The CPU always fits in full float32.

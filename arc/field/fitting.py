@@ -84,17 +84,23 @@ def fit_group(
     grad = torch.zeros_like(latents)
     latents.grad = grad
     optimiser = _adam([latents], fit.lr, group.device)
-    # on CUDA the groups run one after another in this thread, so the global flag is set safely
-    with torch.no_grad(), cuda_tf32(fit.precision == "tf32") if cuda else nullcontext():
-        for step in range(fit.steps):
-            grad.zero_()
-            for piece in group.passes(step):
-                engine.accumulate(latents, grad, piece, loss=False)
-            optimiser.step()
-            if on_step is not None:
-                on_step(len(group))
-        latents.grad = None
-        return group.psnr(decoder)
+    try:
+        with torch.no_grad(), cuda_tf32(fit.precision == "tf32") if cuda else nullcontext():
+            for step in range(fit.steps):
+                grad.zero_()
+                for piece in group.passes(step):
+                    engine.accumulate(latents, grad, piece, loss=False)
+                optimiser.step()
+                if on_step is not None:
+                    on_step(len(group))
+            latents.grad = None
+            return group.psnr(decoder)
+    except torch.cuda.OutOfMemoryError as error:
+        raise torch.cuda.OutOfMemoryError(
+            f"fitting ran out of GPU memory with fit.pixel_budget={group.pixel_budget} pixels per pass (two shards "
+            "run at once on CUDA): lower it, e.g. --data.fit.pixel_budget 500000; it bounds memory and does not "
+            f"change the results or the store. ({error})"
+        ) from error
 
 
 def fit_clouds(

@@ -34,6 +34,7 @@ from arc.field.prepare import PreparedImages, prepare_images
 
 MIN_MSE = 1e-10  # PSNR is capped at 100 dB for a perfect reconstruction
 CPU_MICRO_BATCH = 2048  # pixels per matmul block on CPU, so activations stay in cache
+GPU_MICRO_BATCH = 1 << 20  # pixels per matmul block on CUDA: large enough to fill the device, ~2.5 GB of activations
 
 
 def chunk_size(pixels: int, pixel_fraction: float) -> int:
@@ -242,7 +243,7 @@ class FrozenStep:
         self.dtype = dtype
         self.group = group
         if micro_batch is None:
-            micro_batch = CPU_MICRO_BATCH if group.device.type == "cpu" else group.pixel_budget
+            micro_batch = CPU_MICRO_BATCH if group.device.type == "cpu" else min(group.pixel_budget, GPU_MICRO_BATCH)
         self.micro_batch = max(1, int(micro_batch))
 
     def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass, loss: bool = True) -> Tensor | None:
