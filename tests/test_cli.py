@@ -39,6 +39,7 @@ def test_fit_then_test_then_predict(workdir):
     assert (workdir / "runs/tiny/config.yaml").exists() or list(workdir.glob("runs/tiny/**/config.yaml"))
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)
     assert "latent_mean" in "".join(checkpoint["state_dict"])
+    assert cli.datamodule.train_dataloader().pin_memory is False  # pinned only for a CUDA trainer
 
     main(["predict", "--config", "tiny.yaml", "--ckpt_path", str(best)])
     rows = list(csv.DictReader(open(workdir / "runs/tiny/predictions.csv")))

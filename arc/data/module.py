@@ -224,6 +224,7 @@ class ARCDataModule(ImageDataModule):
             collate_fn=collate_clouds,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.trainer is not None and self.trainer.strategy.root_device.type == "cuda",
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
