@@ -229,7 +229,8 @@ def anchor_stage(
         # counted in image-steps, shown in images (unit_scale), so the rate reads images/s
         bar = tqdm(total=total * fit.steps, desc=f"anchor {split_name}", unit="img", unit_scale=1 / fit.steps,
                    disable=total == 0, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
-        def fit_shard(k: int) -> tuple[int, float]:
+
+        def fit_shard(k: int) -> tuple[int, float]:  # (images fitted, their PSNR sum)
             return _fit_shard(store, split_name, k, source, decoder, field, fit, device, bar, lock)
 
         if shard_workers <= 1:  # in this thread, so Ctrl-C stops at once
@@ -243,7 +244,7 @@ def anchor_stage(
             finally:  # on an error or Ctrl-C: finish (and write) the running shards, start no new ones
                 pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-        fitted, psnr_sum = sum(n for n, _ in done), sum(total for _, total in done)
+        fitted, psnr_sum = sum(n for n, _ in done), sum(psnr for _, psnr in done)
         if fitted:
             log.info("rank %d fitted %d %s images, mean PSNR %.2f dB", rank, fitted, split_name, psnr_sum / fitted)
     barrier()
