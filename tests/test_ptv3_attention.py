@@ -8,11 +8,12 @@ from ptv3.attention import SerializedAttention, patch_layout
 from ptv3.point import make_point
 
 
-def _cloud_batch(counts, channels=8, seed=0):
+def _cloud_batch(counts, channels=8, seed=0, duplicates=False):
     g = torch.Generator().manual_seed(seed)
     pts = []
-    for n in counts:  # distinct pixels per cloud
-        flat = torch.randperm(400, generator=g)[:n]
+    for n in counts:  # distinct pixels per cloud, or pixels drawn with replacement from a 5 x 5 corner
+        flat = torch.randint(0, 5, (n,), generator=g) * 20 + torch.randint(0, 5, (n,), generator=g) if duplicates \
+            else torch.randperm(400, generator=g)[:n]
         pts.append(torch.stack([flat // 20, flat % 20, torch.zeros_like(flat)], 1).float())
     coord = torch.cat(pts)
     feat = torch.randn(coord.shape[0], channels, generator=g)
@@ -53,10 +54,13 @@ def _naive(attn: SerializedAttention, feat, point, order_index):
     return out
 
 
+@pytest.mark.parametrize("duplicates", [False, True])
 @pytest.mark.parametrize("rpe", [True, False])
 @pytest.mark.parametrize("counts,k", [([30, 7, 50, 25], 10), ([3, 5], 8), ([12, 40], 12), ([1, 26], 25)])
-def test_patch_attention_equals_naive_reference(counts, k, rpe):
-    point = _cloud_batch(counts)
+def test_patch_attention_equals_naive_reference(counts, k, rpe, duplicates):
+    point = _cloud_batch(counts, duplicates=duplicates)
+    if duplicates and max(counts) > 25:  # several points per voxel, so zero grid differences between distinct points
+        assert torch.unique(point.grid_coord + 100 * point.batch[:, None], dim=0).shape[0] < point.feat.shape[0]
     attn = SerializedAttention(8, 2, k, order_index=1, enable_rpe=rpe).eval()
     if rpe:
         torch.nn.init.normal_(attn.rpe_table, std=0.5)

@@ -116,19 +116,53 @@ def test_tiny_clouds_and_two_column_coords():
         torch.testing.assert_close(model(flat).feat, model(data).feat)
 
 
-def test_duplicate_voxels_are_merged():
-    coord = torch.tensor([[0.0, 3, 0], [1, 1, 0], [1.6, 1.2, 0], [3, 0, 0]])
-    feat = torch.tensor([[0.0, 1.0], [1.0, 2.0], [3.0, 6.0], [5.0, 5.0]])
-    point = make_point({"coord": coord, "feat": feat, "offset": torch.tensor([4])}, grid_size=1.0)
-    assert point.offset.tolist() == [3]
-    assert point.grid_coord.tolist() == [[0, 3, 0], [1, 1, 0], [3, 0, 0]]
-    torch.testing.assert_close(point.feat, torch.tensor([[0.0, 1.0], [2.0, 4.0], [5.0, 5.0]]))
-    torch.testing.assert_close(point.coord, torch.tensor([[0.0, 3, 0], [1.3, 1.1, 0], [3, 0, 0]]))
-    model = _model(in_channels=2).eval()
-    merged = {"coord": point.coord, "feat": point.feat, "offset": point.offset}
+def _dup_cloud():
+    """One cloud of 30 distinct pixels plus 2 extra points sharing voxels (grid 1) with points 0 and 1."""
+    data = _clouds([30], seed=13)
+    extra = data["coord"][:2] + torch.tensor([0.4, 0.3, 0.0])
+    g = torch.Generator().manual_seed(14)
+    return {"coord": torch.cat([data["coord"], extra]),
+            "feat": torch.cat([data["feat"], torch.randn(2, 6, generator=g)]), "offset": torch.tensor([32])}
+
+
+def test_points_sharing_a_voxel_stay_tokens_through_stage_1():
+    model = _model(enc_depths=(2,), enc_channels=(8,), enc_num_head=(2,), enc_patch_size=(5,), stride=()).eval()
+    data = _dup_cloud()
+    point = make_point(data, 1.0)
+    assert point.feat.shape[0] == 32 and torch.equal(point.grid_coord[30:], point.grid_coord[:2])
     with torch.no_grad():
-        torch.testing.assert_close(model({"coord": coord, "feat": feat, "offset": torch.tensor([4])}).feat,
-                                   model(merged).feat)
+        out = model(data)
+        dropped = model({"coord": data["coord"][:31], "feat": data["feat"][:31], "offset": torch.tensor([31])})
+    assert out.offset.tolist() == [32] and out.feat.shape == (32, 8)
+    # the second point in voxel 1 counts: removing it changes its voxel-mate's token
+    assert not torch.allclose(out.feat[1], dropped.feat[1], atol=1e-4)
+
+
+def test_a_repeated_latent_is_not_averaged_away():
+    model = _model().eval()
+    data = _clouds([30], seed=15)
+    twice = {"coord": torch.cat([data["coord"], data["coord"][:1]]),
+             "feat": torch.cat([data["feat"], data["feat"][:1]]), "offset": torch.tensor([31])}
+    with torch.no_grad():  # merging by the mean would make these equal
+        assert not torch.allclose(model(data).feat.mean(0), model(twice).feat.mean(0), atol=1e-4)
+
+
+@pytest.mark.parametrize("shift", [[1.0, 0.0], [0.5, 3.0], [-4.3, 2.0]])
+def test_frame_origin_sees_shifts_cloud_origin_does_not(shift):
+    data = _clouds([40, 25], seed=16)
+    moved = {**data, "coord": data["coord"] + torch.tensor([*shift, 0.0])}
+    cell = {**data, "coord": data["coord"] + torch.tensor([16.0, -8.0, 0.0])}  # grid 1 x strides 2*2*2 = 8
+    frame, cloud = _model(grid_origin="frame").eval(), _model().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(cloud(moved).feat, cloud(data).feat, rtol=0, atol=0)
+        a, b = frame(data), frame(moved)
+        assert a.feat.shape != b.feat.shape or not torch.allclose(a.feat, b.feat, atol=1e-4)
+        torch.testing.assert_close(frame(cell).feat, a.feat, rtol=0, atol=0)
+
+
+def test_bad_grid_origin_is_rejected():
+    with pytest.raises(ValueError, match="grid_origin"):
+        _model(grid_origin="image")
 
 
 def test_cpe_uses_the_block_input_features():

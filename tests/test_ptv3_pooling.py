@@ -40,3 +40,19 @@ def test_pooling_gradient_reaches_the_max():
         pool.proj.bias.zero_()
     pool(point).feat.sum().backward()
     assert feat.grad[0, 0] == 0 and feat.grad[1, 0] != 0
+
+
+def test_pooling_merges_points_sharing_a_voxel():
+    # grid 1: points 0, 1 share voxel (0, 0), point 2 is at (1, 1): one parent voxel; point 3 alone in (2, 0)
+    coord = torch.tensor([[0.0, 0, 0], [0.5, 0.25, 0], [1, 1, 0], [2, 0, 0]])
+    feat = torch.tensor([[1.0, 9.0], [4.0, 0.0], [2.0, 3.0], [0.0, 0.0]])
+    point = make_point({"coord": coord, "feat": feat, "offset": torch.tensor([4])}, grid_size=1.0)
+    assert point.feat.shape[0] == 4
+    pool = SerializedPooling(2, 2, stride=2).eval()
+    with torch.no_grad():
+        pool.proj.weight.copy_(torch.eye(2))
+        pool.proj.bias.zero_()
+    out = pool(point)
+    assert out.grid_coord.tolist() == [[0, 0, 0], [1, 0, 0]]
+    torch.testing.assert_close(out.coord, torch.tensor([[1.5 / 3, 1.25 / 3, 0], [2.0, 0, 0]]))  # mean of all 3 points
+    torch.testing.assert_close(out.feat, pool.act(pool.norm(torch.tensor([[4.0, 9.0], [0.0, 0.0]]))))

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from ptv3.point import make_point
-from ptv3.sparse_conv import SubMConv3d, neighbour_map, spconv_available, tap_index, use_spconv
+from ptv3.sparse_conv import (SubMConv3d, neighbour_map, spconv_available, subm_conv_torch, tap_index, use_spconv,
+                               voxel_sites)
 
 
 def _dense_to_points(dense: torch.Tensor, active: torch.Tensor):
@@ -97,7 +98,7 @@ def test_clouds_do_not_see_each_other():
     nmap = neighbour_map(point, 3)
     assert nmap.taps == [tap_index(-1, 0, 0, 3), tap_index(1, 0, 0, 3)]  # flat batch: no z taps
     for out_idx, in_idx in zip(nmap.out_idx, nmap.in_idx):
-        assert torch.equal(point.batch[out_idx], point.batch[in_idx]) and out_idx.numel() == 2
+        assert torch.equal(voxel_sites(point).batch[out_idx], voxel_sites(point).batch[in_idx]) and out_idx.numel() == 2
     conv = SubMConv3d(1, 1, 3, bias=False)
     with torch.no_grad():
         conv.weight.fill_(1.0)
@@ -192,3 +193,85 @@ def _no_warning():
             yield
 
     return ctx()
+
+
+def _duplicate_point(flat: bool, seed: int, counts=(40, 25), extent=4, channels=3):
+    """Clouds with several points per voxel (grid_coord given), points not grouped by voxel."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(counts)
+    grid = torch.randint(0, extent, (n, 3), generator=g)
+    if flat:
+        grid[:, 2] = 0
+    return make_point({"coord": grid.float(), "feat": torch.randn(n, channels, generator=g),
+                       "offset": torch.tensor(counts).cumsum(0), "grid_coord": grid}, grid_size=1.0)
+
+
+def _brute_force(feat, point, weight, bias, k):
+    """out_i = bias + sum over j of i's cloud with |grid_j - grid_i| <= k // 2 of feat_j @ W[tap(grid_j - grid_i)]."""
+    r = k // 2
+    d = point.grid_coord[None, :, :] - point.grid_coord[:, None, :]  # [i, j, 3]: offset of j seen from i
+    pair = (point.batch[:, None] == point.batch[None, :]) & (d.abs() <= r).all(dim=2)
+    tap = (((d[..., 0] + r) * k + d[..., 1] + r) * k + d[..., 2] + r).clamp(0, k**3 - 1)
+    out = torch.einsum("ijc,ijcd->id", pair[..., None] * feat[None], weight[tap])
+    return out if bias is None else out + bias
+
+
+@pytest.mark.parametrize("flat", [True, False])
+@pytest.mark.parametrize("k", [3, 5])
+def test_duplicate_sites_equal_brute_force_with_gradients(k, flat):
+    point = _duplicate_point(flat, seed=k + 10 * flat)
+    assert torch.unique(point.grid_coord + 10 * point.batch[:, None], dim=0).shape[0] < point.feat.shape[0]
+    conv = SubMConv3d(3, 4, k, bias=True)
+    feat = point.feat.clone().requires_grad_(True)
+    out = conv(feat, point)
+    ref_feat = point.feat.clone().requires_grad_(True)
+    ref_weight = conv.weight.detach().clone().requires_grad_(True)
+    ref = _brute_force(ref_feat, point, ref_weight, conv.bias.detach(), k)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(k))
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(feat.grad, ref_feat.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, ref_weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_duplicate_sites_gradcheck():
+    point = _duplicate_point(flat=True, seed=3, counts=(9, 6), extent=3, channels=2)
+    feat = point.feat.double().requires_grad_(True)
+    weight = torch.randn(27, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda f, w: subm_conv_torch(f, point, w, None, 3), (feat, weight))
+
+
+def test_voxel_mates_are_all_neighbours():
+    # cloud 0: points 0 and 2 share voxel (0, 0), point 1 is at (1, 0); cloud 1 has the same voxels
+    grid = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 0]])
+    point = make_point({"coord": grid.float(), "feat": torch.tensor([[1.0], [10.0], [100.0], [1000.0], [10000.0]]),
+                        "offset": torch.tensor([3, 5]), "grid_coord": grid}, grid_size=1.0)
+    sites = voxel_sites(point)
+    assert sites.grid_coord.shape[0] == 4 and sites.of_point[0] == sites.of_point[2]
+    conv = SubMConv3d(1, 1, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[tap_index(0, 0, 0, 3)] = 1.0
+        conv.weight[tap_index(1, 0, 0, 3)] = 2.0  # reads the voxel at +x
+    assert conv(point.feat, point).flatten().tolist() == [121.0, 10.0, 121.0, 21000.0, 10000.0]
+
+
+def test_spconv_path_gets_the_site_sums(monkeypatch):
+    import sys
+    import types
+
+    import ptv3.sparse_conv as sc
+
+    fake = _fake_spconv()  # scatters by assignment: duplicate indices would lose features
+    monkeypatch.setitem(sys.modules, "spconv", types.SimpleNamespace(pytorch=fake))
+    monkeypatch.setitem(sys.modules, "spconv.pytorch", fake)
+    monkeypatch.setattr(sc, "use_spconv", lambda device: True)
+    monkeypatch.setattr(SubMConv3d, "_spconv_layout", "direct")
+    sc._spconv_module.cache_clear()
+    point = _duplicate_point(flat=False, seed=5)
+    conv = SubMConv3d(3, 4, 3)
+    out = conv(point.feat, point)
+    torch.testing.assert_close(out, _brute_force(point.feat, point, conv.weight.detach(), conv.bias.detach(), 3),
+                               rtol=1e-4, atol=1e-5)
+    sc._spconv_module.cache_clear()

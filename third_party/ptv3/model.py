@@ -1,6 +1,7 @@
 """Point Transformer V3 encoder (Wu et al., CVPR 2024), encoder-only, for cloud classification."""
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import torch
@@ -8,7 +9,7 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from .attention import SerializedAttention
-from .point import Point, make_point
+from .point import GRID_ORIGINS, Point, make_point
 from .pooling import SerializedPooling
 from .serialization import ORDERS
 from .sparse_conv import SubMConv3d
@@ -75,6 +76,13 @@ class PointTransformerV3(nn.Module):
     ``feat`` [N, in_channels] and ``offset`` [B], and returns the last stage's
     :class:`Point` (``feat`` [M, out_channels], ``offset`` [B]); global pooling and the
     classification head belong to the caller. Defaults are ARC's configuration.
+
+    Every input point is a token of the stem and the first stage (N in, N out), also when
+    several share a voxel; pooling merges the points of each coarser voxel. ``grid_origin``:
+    "cloud" puts voxel boundaries at each cloud's own minimum (the result is invariant to
+    translating a cloud), "frame" at multiples of ``grid_size`` in input coordinates, with the
+    coarser pooling cells anchored at 0 as well (a shift that is not a multiple of the coarsest
+    cell, grid_size * prod(stride), moves points between voxels). See :func:`ptv3.point.voxelize`.
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class PointTransformerV3(nn.Module):
         enc_patch_size: Sequence[int] = (25, 25, 25, 25),
         stride: Sequence[int] = (2, 2, 2),
         grid_size: float = 2.0,
+        grid_origin: str = "cloud",
         mlp_ratio: float = 2.0,
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
@@ -108,7 +117,10 @@ class PointTransformerV3(nn.Module):
             raise ValueError(f"order must be a non-empty selection of {ORDERS}, got {order}")
         if grid_size <= 0:
             raise ValueError(f"grid_size must be positive, got {grid_size}")
-        self.in_channels, self.grid_size = in_channels, float(grid_size)
+        if grid_origin not in GRID_ORIGINS:
+            raise ValueError(f"grid_origin must be one of {GRID_ORIGINS}, got {grid_origin!r}")
+        self.in_channels, self.grid_size, self.grid_origin = in_channels, float(grid_size), grid_origin
+        self.align = math.prod(stride)  # voxels per coarsest cell: the frame origin is a multiple of it
         self.order, self.shuffle_orders = order, shuffle_orders
         self.embedding = Embedding(in_channels, enc_channels[0], bn_momentum)
         rates = torch.linspace(0, drop_path, sum(enc_depths)).tolist()
@@ -138,7 +150,8 @@ class PointTransformerV3(nn.Module):
 
     def forward(self, point: Mapping[str, Tensor] | Point) -> Point:
         """Encode a ragged batch; returns the last stage's Point (feat [M, C_out], offset [B])."""
-        point = make_point(point, self.grid_size, self.in_channels).serialize(self._orders())
+        point = make_point(point, self.grid_size, self.in_channels, self.grid_origin, self.align)
+        point.serialize(self._orders())
         point.feat = self.embedding(point)
         for s, blocks in enumerate(self.stages):
             if s > 0:

@@ -2,8 +2,9 @@
 
 A batch of B clouds with N points in total is flat (PTv3 ``offset`` convention):
 points of cloud b are rows ``offset[b-1]:offset[b]`` and ``batch`` [N] names each
-point's cloud. Grid coordinates are computed per cloud from the cloud's own
-minimum, so nothing depends on which other clouds share the batch.
+point's cloud. Every input point is a point of the batch, so several points of a
+cloud may share a voxel. Grid coordinates are computed per cloud (see :func:`voxelize`),
+so nothing depends on which other clouds share the batch.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class Point:
     """A ragged batch of point clouds.
 
     coord: [N, 3] float, positions (units of the input; ARC: pixels, z = 0).
-    grid_coord: [N, 3] int64, voxel index relative to the cloud's own minimum.
+    grid_coord: [N, 3] int64 >= 0, voxel index relative to the cloud's grid origin (may repeat).
     feat: [N, C] float features.
     offset: [B] int64 cumulative point counts (end index of each cloud).
     batch: [N] int64 cloud index of every point; points are grouped by cloud.
@@ -53,9 +54,12 @@ class Point:
         return torch.diff(self.offset, prepend=self.offset.new_zeros(1))
 
     def serialize(self, orders: tuple[str, ...]) -> "Point":
-        """Fill ``serialized_order`` / ``serialized_inverse`` for the given curve orders (in place)."""
+        """Fill ``serialized_order`` / ``serialized_inverse`` for the given curve orders (in place).
+
+        Points sharing a voxel share a code; the stable sort keeps them in point-index order.
+        """
         codes = torch.stack([encode(self.grid_coord, self.batch, o, self.num_clouds) for o in orders])
-        order = torch.argsort(codes, dim=1)
+        order = torch.argsort(codes, dim=1, stable=True)
         inverse = torch.empty_like(order)
         inverse.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
         self.order_names = tuple(orders)
@@ -87,17 +91,48 @@ def split_voxel_key(keys: Tensor) -> tuple[Tensor, Tensor]:
     return grid, keys >> (3 * DEPTH)
 
 
-def make_point(data: Mapping[str, Tensor] | Point, grid_size: float, in_channels: int | None = None) -> Point:
+GRID_ORIGINS = ("cloud", "frame")
+
+QUANTUM = 1e-4
+"""Positions are snapped to multiples of this (units of the input: pixels) before voxelisation."""
+
+
+def voxelize(coord: Tensor, batch: Tensor, num_clouds: int, grid_size: float, origin: str = "cloud",
+             align: int = 1) -> Tensor:
+    """[N, 3] float positions -> [N, 3] int64 non-negative voxel indices of a ``grid_size`` grid.
+
+    origin "cloud": voxel boundaries start at each cloud's own minimum (whole-cloud translation
+    changes nothing). origin "frame": boundaries lie at multiples of ``grid_size`` in input
+    coordinates (0 is a boundary); each cloud's index origin is its minimum voxel rounded down to a
+    multiple of ``align`` voxels (a power of 2: the product of the pooling strides), so the coarser
+    pooling cells are anchored at 0 too. Exact: positions are snapped to multiples of :data:`QUANTUM`
+    in float64 before the floor, so a cloud of integer positions shifted by 0.3 keeps its voxels with
+    "cloud" origin (while float32 rounding of the input stays below QUANTUM / 2, |coord| < 1024).
+    """
+    step = grid_size / QUANTUM
+    if abs(step - round(step)) < 1e-6 * step:  # a grid size that is a multiple of QUANTUM up to rounding
+        step = float(round(step))
+    q = torch.round(coord.double() / QUANTUM)
+    index = batch[:, None].expand(-1, 3)
+    if origin == "cloud":
+        lo = q.new_full((num_clouds, 3), float("inf")).scatter_reduce(0, index, q, "amin")
+        return torch.floor((q - lo[batch]) / step).long()
+    voxel = torch.floor(q / step).long()
+    lo = voxel.new_full((num_clouds, 3), torch.iinfo(torch.long).max).scatter_reduce(0, index, voxel, "amin")
+    return voxel - torch.div(lo, align, rounding_mode="floor")[batch] * align
+
+
+def make_point(data: Mapping[str, Tensor] | Point, grid_size: float, in_channels: int | None = None,
+               grid_origin: str = "cloud", align: int = 1) -> Point:
     """Validate raw input and build a voxelised :class:`Point` (not yet serialized).
 
     data: a mapping (or Point) with ``coord`` [N, 3] (or [N, 2], z = 0 is appended),
     ``feat`` [N, C] and ``offset`` [B]; ``batch`` [N] and ``grid_coord`` [N, 3] are
     optional and checked against ``offset`` when given.
 
-    Grid: grid_coord = floor((coord - min of the point's cloud) / grid_size).
-    Voxel dedup: points of one cloud sharing a voxel are merged into one point whose
-    coord and feat are the means of the merged points, so the sparse convolutions
-    never see duplicate sites. The result is grouped by cloud and ordered by voxel.
+    Grid: :func:`voxelize` with ``grid_origin`` / ``align`` unless ``grid_coord`` is given.
+    Every input point stays a point, in input order: several points of a cloud may share
+    a voxel (the sparse convolutions sum them, pooling merges them).
     Raises :class:`PointError` on malformed input.
     """
     get = (lambda k: getattr(data, k, None)) if isinstance(data, Point) else data.get
@@ -131,9 +166,9 @@ def make_point(data: Mapping[str, Tensor] | Point, grid_size: float, in_channels
     grid = get("grid_coord")
     if grid is None:
         _require(grid_size > 0, f"grid_size must be positive, got {grid_size}")
-        lo = coord.new_full((num_clouds, 3), float("inf")).scatter_reduce(
-            0, batch[:, None].expand(-1, 3), coord, "amin")
-        grid = torch.floor((coord - lo[batch]) / grid_size).long()
+        _require(grid_origin in GRID_ORIGINS, f"grid_origin must be one of {GRID_ORIGINS}, got {grid_origin!r}")
+        _require(align >= 1 and not align & (align - 1), f"align must be a power of 2, got {align}")
+        grid = voxelize(coord, batch, num_clouds, grid_size, grid_origin, align)
     else:
         _require(grid.shape == (n, 3) and not grid.is_floating_point() and bool((grid >= 0).all()),
                  "grid_coord must be a non-negative integer [N,3] tensor")
@@ -141,20 +176,4 @@ def make_point(data: Mapping[str, Tensor] | Point, grid_size: float, in_channels
     extent = int(grid.max())
     _require(extent < (1 << DEPTH), f"grid too fine: a cloud spans {extent + 1} voxels along an axis "
              f"(at most {1 << DEPTH}); increase grid_size")
-    return dedup(coord, grid, feat, batch, num_clouds)
-
-
-def dedup(coord: Tensor, grid: Tensor, feat: Tensor, batch: Tensor, num_clouds: int) -> Point:
-    """Merge points of one cloud that share a voxel (mean coord, mean feat); order by (cloud, voxel)."""
-    keys, inverse, counts = torch.unique(voxel_key(grid, batch), return_inverse=True, return_counts=True)
-    m = keys.numel()
-    if m == coord.shape[0]:
-        order = torch.empty_like(inverse).scatter_(0, inverse, torch.arange(m, device=inverse.device))
-        coord, feat, grid, batch = coord[order], feat[order], grid[order], batch[order]
-    else:
-        weight = (1.0 / counts.to(coord.dtype))[inverse, None]
-        coord = coord.new_zeros(m, 3).index_add_(0, inverse, coord * weight)
-        feat = feat.new_zeros(m, feat.shape[1]).index_add_(0, inverse, feat * weight.to(feat.dtype))
-        grid, batch = split_voxel_key(keys)
-    offset = counts_to_offset(torch.bincount(batch, minlength=num_clouds))
     return Point(coord=coord, grid_coord=grid, feat=feat, offset=offset, batch=batch)

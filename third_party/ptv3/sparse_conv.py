@@ -1,16 +1,24 @@
 """Submanifold sparse 3D convolution on a voxelised :class:`~ptv3.point.Point`.
 
 Submanifold: outputs exist only at the active (occupied) voxels and read only
-active voxels, so the sparsity pattern is preserved. The pure-PyTorch path
-hashes (cloud, voxel) into int64 keys, finds every kernel tap's neighbours by
-``torch.searchsorted`` on the sorted keys, and for each tap gathers the
-neighbours' features, multiplies them by that tap's weight and ``index_add_``s
-the result into the output rows. Taps along z are skipped when the whole batch
-has grid z = 0 (they can have no neighbour, so this is exact).
+active voxels, so the sparsity pattern is preserved. Several points may share a
+voxel: every point of a site is a neighbour at that site's offset, i.e.
 
-On CUDA, when ``spconv.pytorch`` imports, spconv's SubMConv3d runs with this
-module's weights; its result is compared once per process against the pure
-path and spconv is dropped (with a warning) if they disagree.
+    out_i = sum over taps t, over points j of i's cloud with voxel(j) = voxel(i) + t, of feat_j @ W_t
+
+(the centre tap reads every point of i's own voxel, i included). This is computed
+exactly by summing the features of each distinct (cloud, voxel) site, convolving
+the sites, and giving every point its site's result.
+
+The pure-PyTorch path hashes (cloud, voxel) into int64 keys, finds every kernel
+tap's neighbour sites by ``torch.searchsorted`` on the sorted keys, and for each
+tap gathers the neighbours' features, multiplies them by that tap's weight and
+``index_add_``s the result into the output rows. Taps along z are skipped when
+the whole batch has grid z = 0 (they can have no neighbour, so this is exact).
+
+On CUDA, when ``spconv.pytorch`` imports, spconv's SubMConv3d runs on the same
+site sums with this module's weights; its result is compared once per process
+against the pure path and spconv is dropped (with a warning) if they disagree.
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .point import Point, voxel_key
+from .point import Point, split_voxel_key, voxel_key
 from .serialization import DEPTH
 
 
@@ -48,12 +56,58 @@ def tap_index(dx: int, dy: int, dz: int, kernel_size: int) -> int:
 
 
 @dataclass
+class Sites:
+    """The distinct (cloud, voxel) sites of a point batch.
+
+    grid_coord: [M, 3] int64 and batch: [M] int64 of every site.
+    of_point: [N] int64 site of every point, or None when no two points share a voxel
+    (the sites are then the points, in point order).
+    sorted_keys: [M] int64 sorted :func:`~ptv3.point.voxel_key` of the sites; perm: [M] their sites.
+    """
+
+    grid_coord: Tensor
+    batch: Tensor
+    of_point: Tensor | None
+    sorted_keys: Tensor
+    perm: Tensor
+
+    def sum(self, feat: Tensor) -> Tensor:
+        """[N, C] point features -> [M, C] sum over the points of every site."""
+        if self.of_point is None:
+            return feat
+        return feat.new_zeros(self.grid_coord.shape[0], feat.shape[1]).index_add_(0, self.of_point, feat)
+
+    def gather(self, values: Tensor) -> Tensor:
+        """[M, C] site values -> [N, C] the value of every point's site."""
+        return values if self.of_point is None else values.index_select(0, self.of_point)
+
+
+def voxel_sites(point: Point) -> Sites:
+    """The distinct sites of ``point``, cached on the point."""
+    if "sites" in point.cache:
+        return point.cache["sites"]
+    sorted_keys, perm = torch.sort(voxel_key(point.grid_coord, point.batch))
+    new = torch.ones_like(sorted_keys, dtype=torch.bool)
+    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    if bool(new.all()):
+        sites = Sites(point.grid_coord, point.batch, None, sorted_keys, perm)
+    else:
+        of_point = torch.empty_like(perm).scatter_(0, perm, torch.cumsum(new, 0) - 1)
+        keys = sorted_keys[new]
+        grid, batch = split_voxel_key(keys)
+        sites = Sites(grid, batch, of_point, keys, torch.arange(keys.numel(), device=keys.device))
+    point.cache["sites"] = sites
+    return sites
+
+
+@dataclass
 class NeighbourMap:
     """Active (output, input) site pairs of every non-centre kernel tap of one kernel size.
 
-    taps[j]: weight row of the j-th tap with any pair; out_idx[j], in_idx[j]: [E_j] int64 with
-    grid[in] = grid[out] + offset(taps[j]) in the same cloud. Within a tap each site occurs at
-    most once on either side. The centre tap (every site with itself) is implicit.
+    taps[j]: weight row of the j-th tap with any pair; out_idx[j], in_idx[j]: [E_j] int64
+    indices into the :class:`Sites` with grid[in] = grid[out] + offset(taps[j]) in the same
+    cloud. Within a tap each site occurs at most once on either side. The centre tap (every
+    site with itself) is implicit.
     """
 
     taps: list[int]
@@ -70,11 +124,10 @@ def neighbour_map(point: Point, kernel_size: int) -> NeighbourMap:
     cache_key = ("subm_map", kernel_size)
     if cache_key in point.cache:
         return point.cache[cache_key]
-    grid, batch = point.grid_coord, point.batch
+    sites = voxel_sites(point)
+    grid, batch, sorted_keys = sites.grid_coord, sites.batch, sites.sorted_keys
     r = kernel_size // 2
     z_range = range(-r, r + 1) if int(grid[:, 2].max()) > 0 else range(1)
-    keys = voxel_key(grid, batch)
-    sorted_keys, perm = torch.sort(keys)
     limit = 1 << DEPTH
     nmap = NeighbourMap(taps=[], out_idx=[], in_idx=[])
     for dx in range(-r, r + 1):
@@ -85,18 +138,18 @@ def neighbour_map(point: Point, kernel_size: int) -> NeighbourMap:
                 nb = grid + torch.tensor([dx, dy, dz], device=grid.device)
                 inside = ((nb >= 0) & (nb < limit)).all(dim=1)
                 nkey = voxel_key(nb.clamp(0, limit - 1), batch)
-                pos = torch.searchsorted(sorted_keys, nkey).clamp_(max=keys.numel() - 1)
+                pos = torch.searchsorted(sorted_keys, nkey).clamp_(max=sorted_keys.numel() - 1)
                 out_idx = torch.nonzero(inside & (sorted_keys[pos] == nkey)).flatten()
                 if out_idx.numel():
                     nmap.taps.append(tap_index(dx, dy, dz, kernel_size))
                     nmap.out_idx.append(out_idx)
-                    nmap.in_idx.append(perm[pos[out_idx]])
+                    nmap.in_idx.append(sites.perm[pos[out_idx]])
     point.cache[cache_key] = nmap
     return nmap
 
 
 class _SubmConv(torch.autograd.Function):
-    """out = feat @ W[centre] + sum_j index_add(out_idx[j], feat[in_idx[j]] @ W[taps[j]]).
+    """On sites: out = feat @ W[centre] + sum_j index_add(out_idx[j], feat[in_idx[j]] @ W[taps[j]]).
 
     The backward reuses the same pairs (gather, matmul, index_add), which is cheaper than
     autograd's generic scatter for the gathers.
@@ -130,12 +183,15 @@ class _SubmConv(torch.autograd.Function):
 
 
 def subm_conv_torch(feat: Tensor, point: Point, weight: Tensor, bias: Tensor | None, kernel_size: int) -> Tensor:
-    """Pure-PyTorch submanifold conv. feat [N, C_in], weight [k**3, C_in, C_out] -> [N, C_out]."""
-    nmap = neighbour_map(point, kernel_size)
+    """Pure-PyTorch submanifold conv. feat [N, C_in], weight [k**3, C_in, C_out] -> [N, C_out].
+
+    Points sharing a voxel are summed into their site before, and read their site's result after.
+    """
+    sites, nmap = voxel_sites(point), neighbour_map(point, kernel_size)
     device_type = feat.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else feat.dtype
     centre = tap_index(0, 0, 0, kernel_size)
-    out = _SubmConv.apply(feat.to(dtype), weight.to(dtype), nmap, centre)
+    out = sites.gather(_SubmConv.apply(sites.sum(feat.to(dtype)), weight.to(dtype), nmap, centre))
     return out if bias is None else out + bias.to(dtype)
 
 
@@ -167,7 +223,7 @@ class SubMConv3d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, feat: Tensor, point: Point) -> Tensor:
-        """feat [N, C_in] on the sites of ``point`` -> [N, C_out]."""
+        """feat [N, C_in] on the points of ``point`` -> [N, C_out]."""
         if use_spconv(feat.device) and SubMConv3d._spconv_layout != "off":
             return self._forward_spconv(feat, point)
         return subm_conv_torch(feat, point, self.weight, self.bias, self.kernel_size)
@@ -184,19 +240,21 @@ class SubMConv3d(nn.Module):
     def _forward_spconv(self, feat: Tensor, point: Point) -> Tensor:
         import spconv.pytorch as spconv
 
+        sites = voxel_sites(point)
+        site_feat = sites.sum(feat)
         key = ("spconv_tensor",)
         if key not in point.cache:
-            indices = torch.cat([point.batch[:, None], point.grid_coord], dim=1).int()
-            shape = (point.grid_coord.max(dim=0).values + 1).tolist()
-            point.cache[key] = spconv.SparseConvTensor(feat, indices, shape, point.num_clouds)
-        sp = point.cache[key].replace_feature(feat)
+            indices = torch.cat([sites.batch[:, None], sites.grid_coord], dim=1).int()
+            shape = (sites.grid_coord.max(dim=0).values + 1).tolist()
+            point.cache[key] = spconv.SparseConvTensor(site_feat, indices, shape, point.num_clouds)
+        sp = point.cache[key].replace_feature(site_feat)
         conv = _spconv_module(self.in_channels, self.out_channels, self.kernel_size, self.bias is not None, feat.device)
 
         def run(layout: str) -> Tensor:
             params = {"weight": self._spconv_weight(layout, conv.weight.shape)}
             if self.bias is not None:
                 params["bias"] = self.bias
-            return torch.func.functional_call(conv, params, (sp,)).features
+            return sites.gather(torch.func.functional_call(conv, params, (sp,)).features)
 
         if SubMConv3d._spconv_layout is None:
             with torch.no_grad():
