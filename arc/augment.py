@@ -1,8 +1,10 @@
 """Cloud-space augmentations, batched on the device (no per-cloud Python loops).
 
 Every augmentation takes a whole :class:`~arc.cloud.CloudBatch` and returns a
-new one (inputs are never modified in place). Randomness comes from the global
-torch RNG, or from ``generator`` when one is passed (tests, reproducibility).
+new one (inputs are never modified in place). Randomness comes from ``generator``
+when one is passed, else from the global torch RNG; the composed pipeline takes a
+``seed`` instead and gives every op its own generator derived from (seed, op name),
+so switching one op on or off leaves the draws of the others unchanged.
 Each op has a probability ``p``: drawn per cloud, except ARCMix (per batch).
 
 Conventions (docs/architecture.md): positions are (row, col) in pixels, origin
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from arc.cloud import CloudBatch
+from arc.seeding import derive_generator
 
 __all__ = [
     "AugmentConfigError",
@@ -456,16 +459,27 @@ class Augmentations:
         batch: CloudBatch,
         normalise: Callable[[Tensor], Tensor] | None = None,
         generator: torch.Generator | None = None,
+        seed: int | None = None,
     ) -> CloudBatch:
-        """Apply every op; ``normalise`` ([N, z] -> [N, z]) runs on the latents after mask, before noise."""
+        """Apply every op; ``normalise`` ([N, z] -> [N, z]) runs on the latents after mask, before noise.
+
+        ``seed``: each op draws from ``derive_generator(seed, op name)`` on the batch's device;
+        ``generator``: every op draws from this one generator; neither: the global RNG.
+        """
+        if seed is not None and generator is not None:
+            raise AugmentConfigError("pass either a seed or a generator, not both")
+
+        def draws(name: str) -> torch.Generator | None:
+            return generator if seed is None else derive_generator(seed, name, device=batch.device)
+
         for name, op in self.ops.items():
             if name in _POINT_SPACE:
-                batch = op(batch, generator)
+                batch = op(batch, draws(name))
         if normalise is not None:
             batch = replace(batch, lat=normalise(batch.lat))
         for name, op in self.ops.items():
             if name not in _POINT_SPACE:
-                batch = op(batch, generator)
+                batch = op(batch, draws(name))
         return batch
 
 

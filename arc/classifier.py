@@ -26,8 +26,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from arc.augment import build_augmentations
+from arc.augment import build_augmentations, soft_labels
 from arc.cloud import CloudBatch, CloudError
+from arc.seeding import derive_seed, run_seed
 from arc.viz import cloud_scatter, confusion_image
 
 __all__ = ["ARCClassifier", "ClassifierConfigError", "PredictionWriter", "ARC_BACKBONE", "DEFAULT_AUGMENT"]
@@ -91,6 +92,10 @@ class ARCClassifier(pl.LightningModule):
     class_names: names for per-class metrics and plots (default: the datamodule's, else "0", "1", ...).
     top_k: number of (class, probability) pairs ``predict_step`` returns.
     log_media: log a confusion matrix and a few clouds to W&B (only with a WandbLogger).
+    seed: the training seed (default: the one ``seed_everything`` set). Initialisation and every
+    training draw derive from it and their purpose, never from the global RNG's history:
+    ("init"), ("augment", epoch, batch, rank) and ("model", epoch, batch, rank) for dropout,
+    drop-path and curve order; so a run does not depend on what ran before (e.g. fitting the store).
     """
 
     def __init__(
@@ -107,6 +112,7 @@ class ARCClassifier(pl.LightningModule):
         class_names: list[str] | None = None,
         top_k: int = 5,
         log_media: bool = True,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("num_classes", num_classes), ("latent_dim", latent_dim), ("top_k", top_k)):
@@ -124,18 +130,22 @@ class ARCClassifier(pl.LightningModule):
         if not all(isinstance(h, int) and h > 0 for h in head_hidden):
             raise ClassifierConfigError(f"head_hidden must be a list of positive ints, got {head_hidden!r}")
         self.save_hyperparameters()
+        self.seed = run_seed(seed)
+        self.hparams.seed = self.seed  # the checkpoint records the seed actually used
 
         self.num_classes, self.latent_dim, self.normalisation = num_classes, latent_dim, normalisation
         self.class_names = list(class_names) if class_names is not None else None
         self.optimizer_kwargs = self._optimizer_kwargs(optimizer)
         self.augment = build_augmentations(augment, num_classes=num_classes)
 
-        self.backbone = self._build_backbone(backbone)
-        widths = [int(self.backbone.out_channels), *head_hidden]
-        layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(a, b), nn.GELU()]
-        self.head = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, "init"))
+            self.backbone = self._build_backbone(backbone)
+            widths = [int(self.backbone.out_channels), *head_hidden]
+            layers: list[nn.Module] = []
+            for a, b in zip(widths[:-1], widths[1:]):
+                layers += [nn.Linear(a, b), nn.GELU()]
+            self.head = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
 
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
         self.register_buffer("latent_std", torch.ones(latent_dim))
@@ -308,16 +318,29 @@ class ARCClassifier(pl.LightningModule):
 
     # ------------------------------------------------------------ steps
 
-    def training_loss(self, batch: CloudBatch) -> Tensor:
-        """Scalar loss of a raw batch: augment (normalising on the way), classify, soft-target cross entropy."""
+    def training_loss(self, batch: CloudBatch, seed: int | None = None) -> Tensor:
+        """Scalar loss of a raw batch: augment (normalising on the way), classify, soft-target cross entropy.
+
+        ``seed`` seeds the augmentations (:class:`arc.augment.Augmentations`); None: the global RNG.
+        """
         self.check_batch(batch)
-        mixed = self.augment(batch, normalise=self.normalise)
+        mixed = self.augment(batch, normalise=self.normalise, seed=seed)
         logits = self.classify(mixed.pos, mixed.lat, mixed.offset)
-        target = mixed.label.float() if mixed.label.ndim == 2 else mixed.label
-        return F.cross_entropy(logits, target)
+        return self.cross_entropy(logits, mixed.label)
+
+    def cross_entropy(self, logits: Tensor, label: Tensor) -> Tensor:
+        """Mean cross entropy of [B, classes] logits against [B] labels or [B, classes] soft targets.
+
+        Always the soft-target form: it has no ``nll_loss``, which has no deterministic CUDA kernel.
+        """
+        return F.cross_entropy(logits, soft_labels(label, self.num_classes).to(logits.dtype))
 
     def training_step(self, batch: CloudBatch, batch_idx: int) -> Tensor:
-        loss = self.training_loss(batch)
+        draw = (self.current_epoch, batch_idx, self.global_rank)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(self.seed, "model", *draw))  # dropout, drop-path, curve order
+            loss = self.training_loss(batch, seed=derive_seed(self.seed, "augment", *draw))
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
         return loss
 
@@ -326,7 +349,7 @@ class ARCClassifier(pl.LightningModule):
         logits = self.classify(batch.pos, self.normalise(batch.lat), batch.offset)
         if batch.label.ndim != 1:
             raise CloudError(f"{stage} labels must be class indices [B], got shape {tuple(batch.label.shape)}")
-        loss = F.cross_entropy(logits, batch.label)
+        loss = self.cross_entropy(logits, batch.label)
         preds = logits.argmax(1)
         acc, acc_macro, confusion = (
             (self.val_acc, self.val_acc_macro, self.val_confusion)

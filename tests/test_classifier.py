@@ -135,9 +135,9 @@ def test_augmentations_run_only_in_training():
     calls = []
     real = model.augment
 
-    def spy(batch, normalise=None, generator=None):
+    def spy(batch, normalise=None, seed=None):
         calls.append(len(batch))
-        return real(batch, normalise=normalise, generator=generator)
+        return real(batch, normalise=normalise, seed=seed)
 
     model.augment = spy
     batch = batch_of([10, 12, 9, 20])
@@ -159,8 +159,8 @@ def test_training_step_uses_soft_target_cross_entropy():
     seen = {}
     real = model.augment
 
-    def keep(batch, normalise=None, generator=None):
-        seen["batch"] = real(batch, normalise=normalise, generator=generator)
+    def keep(batch, normalise=None, seed=None):
+        seen["batch"] = real(batch, normalise=normalise, seed=seed)
         return seen["batch"]
 
     model.augment = keep

@@ -138,6 +138,18 @@ def test_points_sharing_a_voxel_stay_tokens_through_stage_1():
     assert not torch.allclose(out.feat[1], dropped.feat[1], atol=1e-4)
 
 
+def test_voxel_mates_keep_their_own_features():
+    """Two latents in one voxel leave the stem as different tokens; swapping their latents swaps the tokens."""
+    model = _model(enc_depths=(1,), enc_channels=(8,), enc_num_head=(2,), enc_patch_size=(5,), stride=()).eval()
+    data = _dup_cloud()
+    swapped = {**data, "feat": data["feat"][[30, *range(1, 30), 0, 31]]}  # points 0 and 30 share a voxel
+    with torch.no_grad():
+        stem = model.embedding(make_point(data, 1.0).serialize(model.order))
+        stem_swapped = model.embedding(make_point(swapped, 1.0).serialize(model.order))
+    assert not torch.allclose(stem[0], stem[30], atol=1e-4)
+    torch.testing.assert_close(stem_swapped[[0, 30]], stem[[30, 0]])
+
+
 def test_a_repeated_latent_is_not_averaged_away():
     model = _model().eval()
     data = _clouds([30], seed=15)

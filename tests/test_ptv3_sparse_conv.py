@@ -207,10 +207,12 @@ def _duplicate_point(flat: bool, seed: int, counts=(40, 25), extent=4, channels=
 
 
 def _brute_force(feat, point, weight, bias, k):
-    """out_i = bias + sum over j of i's cloud with |grid_j - grid_i| <= k // 2 of feat_j @ W[tap(grid_j - grid_i)]."""
+    """out_i = bias + sum over j of i's cloud with |grid_j - grid_i| <= k // 2 of feat_j @ W[tap(grid_j - grid_i)],
+    where a point of i's own voxel is read only if it is i itself."""
     r = k // 2
     d = point.grid_coord[None, :, :] - point.grid_coord[:, None, :]  # [i, j, 3]: offset of j seen from i
-    pair = (point.batch[:, None] == point.batch[None, :]) & (d.abs() <= r).all(dim=2)
+    own = torch.eye(d.shape[0], dtype=torch.bool) | (d != 0).any(dim=2)
+    pair = (point.batch[:, None] == point.batch[None, :]) & (d.abs() <= r).all(dim=2) & own
     tap = (((d[..., 0] + r) * k + d[..., 1] + r) * k + d[..., 2] + r).clamp(0, k**3 - 1)
     out = torch.einsum("ijc,ijcd->id", pair[..., None] * feat[None], weight[tap])
     return out if bias is None else out + bias
@@ -242,7 +244,7 @@ def test_duplicate_sites_gradcheck():
     assert torch.autograd.gradcheck(lambda f, w: subm_conv_torch(f, point, w, None, 3), (feat, weight))
 
 
-def test_voxel_mates_are_all_neighbours():
+def test_voxel_mates_share_neighbours_but_not_the_centre_tap():
     # cloud 0: points 0 and 2 share voxel (0, 0), point 1 is at (1, 0); cloud 1 has the same voxels
     grid = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 0]])
     point = make_point({"coord": grid.float(), "feat": torch.tensor([[1.0], [10.0], [100.0], [1000.0], [10000.0]]),
@@ -254,7 +256,7 @@ def test_voxel_mates_are_all_neighbours():
         conv.weight.zero_()
         conv.weight[tap_index(0, 0, 0, 3)] = 1.0
         conv.weight[tap_index(1, 0, 0, 3)] = 2.0  # reads the voxel at +x
-    assert conv(point.feat, point).flatten().tolist() == [121.0, 10.0, 121.0, 21000.0, 10000.0]
+    assert conv(point.feat, point).flatten().tolist() == [21.0, 10.0, 120.0, 21000.0, 10000.0]
 
 
 def test_spconv_path_gets_the_site_sums(monkeypatch):

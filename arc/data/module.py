@@ -11,12 +11,13 @@ from typing import Any, Callable, Optional, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from arc.data.sources import ImageSource, open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.pipeline import SPLITS, anchor_stage, default_decoder_path, open_store, pretrain_stage, pretraining_images
 from arc.field.decoder import load_decoder
+from arc.seeding import derive_generator, run_seed
 from arc.store import CloudDataset, CloudStore, collate_clouds
 from arc.viz import log_reconstructions
 
@@ -36,7 +37,8 @@ class ImageDataModule(L.LightningDataModule):
         field / pretrain: the settings of :mod:`arc.field.config` as dicts.
         decoder: an explicit decoder checkpoint; default: the path keyed by (source, field, pretrain).
         fit_device: device for pretraining/fitting ("auto": the trainer's device, else CPU).
-        seed: seeds the val split, the pretraining subset and everything random per image.
+        seed: the representation seed: the val split, the pretraining subset and everything random per
+            image (part of the store key). The training seed is ``seed_everything`` (see :mod:`arc.seeding`).
     """
 
     def __init__(
@@ -116,6 +118,28 @@ class PretrainDataModule(ImageDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(torch.arange(self.pretrain.steps), batch_size=None, shuffle=False)
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation of ``range(size)`` per epoch, drawn from ``derive_generator(seed, "data-order", epoch)``.
+
+    The order depends only on (seed, epoch): not on the loader's workers, on what else drew
+    random numbers, or on where a resumed run restarts. Lightning calls ``set_epoch`` before
+    each training epoch (and wraps the sampler in a distributed one under DDP).
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = derive_generator(self.seed, "data-order", self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 class ARCDataModule(ImageDataModule):
@@ -217,15 +241,16 @@ class ARCDataModule(ImageDataModule):
         self.prepare_clouds(self.stage_splits(stage))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        """Clouds of ``split``; shuffled per epoch from the training seed (:class:`EpochShuffle`)."""
+        dataset = CloudDataset(self.prepare_clouds((split,)), split)
         return DataLoader(
-            CloudDataset(self.prepare_clouds((split,)), split),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(len(dataset), run_seed()) if shuffle else None,
             collate_fn=collate_clouds,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.trainer is not None and self.trainer.strategy.root_device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -104,7 +104,7 @@ class SerializedAttention(nn.Module):
         idx = (rel[..., 0] * r + rel[..., 1]) * r + rel[..., 2]
         if key_valid is not None:
             idx = idx.masked_fill(~key_valid[:, None, :], r**3)
-        return joint[:, idx].transpose(0, 1)
+        return joint.index_select(1, idx.flatten()).view(self.num_heads, *idx.shape).transpose(0, 1)
 
     def forward(self, feat: Tensor, point: Point) -> Tensor:
         """feat [N, C] -> [N, C], attending along curve ``point.order_names[order_index % k]``."""
@@ -117,7 +117,7 @@ class SerializedAttention(nn.Module):
         idx = point.serialized_order[o][layout.gather]  # [P, K] point indices
         n_patch, k = idx.shape
         h, c = self.num_heads, self.channels
-        qkv = self.qkv(feat)[idx].view(n_patch, k, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(feat).index_select(0, idx.flatten()).view(n_patch, k, 3, h, c // h).permute(2, 0, 3, 1, 4)
         if self.rpe_table is not None:
             mask = self.relative_bias(point.grid_coord[idx], layout.key_valid).to(qkv.dtype)
         elif layout.key_valid is not None:
@@ -127,5 +127,5 @@ class SerializedAttention(nn.Module):
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask,
                                              dropout_p=self.attn_drop if self.training else 0.0)
         out = out.transpose(1, 2).reshape(n_patch * k, c)
-        out = self.proj_drop(self.proj(out[layout.out_slot]))
-        return out[point.serialized_inverse[o]]
+        out = self.proj_drop(self.proj(out.index_select(0, layout.out_slot)))
+        return out.index_select(0, point.serialized_inverse[o])

@@ -9,6 +9,7 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from .attention import SerializedAttention
+from .norm import PointBatchNorm, PointLayerNorm
 from .point import GRID_ORIGINS, Point, make_point
 from .pooling import SerializedPooling
 from .serialization import ORDERS
@@ -21,7 +22,7 @@ class Embedding(nn.Module):
     def __init__(self, in_channels: int, channels: int, bn_momentum: float = 0.1) -> None:
         super().__init__()
         self.conv = SubMConv3d(in_channels, channels, kernel_size=5, bias=False)
-        self.norm = nn.BatchNorm1d(channels, eps=1e-3, momentum=bn_momentum)
+        self.norm = PointBatchNorm(channels, eps=1e-3, momentum=bn_momentum)
         self.act = nn.GELU()
 
     def forward(self, point: Point) -> Tensor:
@@ -53,11 +54,11 @@ class Block(nn.Module):
                  enable_rpe: bool = True, enable_cpe: bool = True) -> None:
         super().__init__()
         self.cpe_conv = SubMConv3d(channels, channels, kernel_size=3, bias=True) if enable_cpe else None
-        self.cpe_proj = nn.Sequential(nn.Linear(channels, channels), nn.LayerNorm(channels)) if enable_cpe else None
-        self.norm1 = nn.LayerNorm(channels)
+        self.cpe_proj = nn.Sequential(nn.Linear(channels, channels), PointLayerNorm(channels)) if enable_cpe else None
+        self.norm1 = PointLayerNorm(channels)
         self.attn = SerializedAttention(channels, num_heads, patch_size, order_index, qkv_bias=qkv_bias,
                                         attn_drop=attn_drop, proj_drop=proj_drop, enable_rpe=enable_rpe)
-        self.norm2 = nn.LayerNorm(channels)
+        self.norm2 = PointLayerNorm(channels)
         self.mlp = MLP(channels, int(channels * mlp_ratio), proj_drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

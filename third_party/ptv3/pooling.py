@@ -6,6 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .norm import PointBatchNorm
 from .point import Point, counts_to_offset, split_voxel_key, voxel_key
 
 
@@ -37,7 +38,7 @@ class SerializedPooling(nn.Module):
             raise ValueError(f"pooling stride must be a power of 2 >= 2, got {stride}")
         self.shift = int(math.log2(stride))
         self.proj = nn.Linear(in_channels, out_channels)
-        self.norm = nn.BatchNorm1d(out_channels, eps=1e-3, momentum=bn_momentum)
+        self.norm = PointBatchNorm(out_channels, eps=1e-3, momentum=bn_momentum)
         self.act = nn.GELU()
 
     def forward(self, point: Point) -> Point:

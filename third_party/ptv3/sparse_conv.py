@@ -2,13 +2,15 @@
 
 Submanifold: outputs exist only at the active (occupied) voxels and read only
 active voxels, so the sparsity pattern is preserved. Several points may share a
-voxel: every point of a site is a neighbour at that site's offset, i.e.
+voxel (every latent stays a token): the centre tap reads the point itself, and every
+other tap reads every point of the site at its offset, i.e.
 
-    out_i = sum over taps t, over points j of i's cloud with voxel(j) = voxel(i) + t, of feat_j @ W_t
+    out_i = feat_i @ W_0 + sum over taps t != 0, over points j of i's cloud with voxel(j) = voxel(i) + t, of feat_j @ W_t
 
-(the centre tap reads every point of i's own voxel, i included). This is computed
-exactly by summing the features of each distinct (cloud, voxel) site, convolving
-the sites, and giving every point its site's result.
+so points sharing a voxel see the same neighbourhood but keep their own features (were
+voxel-mates centre neighbours too, they would leave the conv as identical tokens). This is
+computed exactly by convolving the per-site feature sums and replacing, for each point,
+its site's sum in the centre tap by its own feature.
 
 The pure-PyTorch path hashes (cloud, voxel) into int64 keys, finds every kernel
 tap's neighbour sites by ``torch.searchsorted`` on the sorted keys, and for each
@@ -17,7 +19,7 @@ tap gathers the neighbours' features, multiplies them by that tap's weight and
 the whole batch has grid z = 0 (they can have no neighbour, so this is exact).
 
 On CUDA, when ``spconv.pytorch`` imports, spconv's SubMConv3d runs on the same
-site sums with this module's weights; its result is compared once per process
+site sums with this module's weights (and the same centre-tap correction); its result is compared once per process
 against the pure path and spconv is dropped (with a warning) if they disagree.
 """
 from __future__ import annotations
@@ -80,6 +82,16 @@ class Sites:
     def gather(self, values: Tensor) -> Tensor:
         """[M, C] site values -> [N, C] the value of every point's site."""
         return values if self.of_point is None else values.index_select(0, self.of_point)
+
+    def to_points(self, site_out: Tensor, feat: Tensor, site_feat: Tensor, centre_weight: Tensor) -> Tensor:
+        """[N, C_out]: each point's site result with the centre tap reading the point alone.
+
+        site_out [M, C_out]: the conv of the site sums ``site_feat`` [M, C_in] (its centre tap read
+        the whole site); feat [N, C_in]; centre_weight [C_in, C_out]. Adds (feat - site sum) @ W_0.
+        """
+        if self.of_point is None:
+            return site_out
+        return self.gather(site_out) + (feat - self.gather(site_feat)) @ centre_weight
 
 
 def voxel_sites(point: Point) -> Sites:
@@ -185,13 +197,16 @@ class _SubmConv(torch.autograd.Function):
 def subm_conv_torch(feat: Tensor, point: Point, weight: Tensor, bias: Tensor | None, kernel_size: int) -> Tensor:
     """Pure-PyTorch submanifold conv. feat [N, C_in], weight [k**3, C_in, C_out] -> [N, C_out].
 
-    Points sharing a voxel are summed into their site before, and read their site's result after.
+    Points sharing a voxel are summed into their site, and take their site's result with the
+    centre tap reading their own feature (module docstring).
     """
     sites, nmap = voxel_sites(point), neighbour_map(point, kernel_size)
     device_type = feat.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else feat.dtype
     centre = tap_index(0, 0, 0, kernel_size)
-    out = sites.gather(_SubmConv.apply(sites.sum(feat.to(dtype)), weight.to(dtype), nmap, centre))
+    feat, weight = feat.to(dtype), weight.to(dtype)
+    site_feat = sites.sum(feat)
+    out = sites.to_points(_SubmConv.apply(site_feat, weight, nmap, centre), feat, site_feat, weight[centre])
     return out if bias is None else out + bias.to(dtype)
 
 
@@ -254,7 +269,8 @@ class SubMConv3d(nn.Module):
             params = {"weight": self._spconv_weight(layout, conv.weight.shape)}
             if self.bias is not None:
                 params["bias"] = self.bias
-            return sites.gather(torch.func.functional_call(conv, params, (sp,)).features)
+            site_out = torch.func.functional_call(conv, params, (sp,)).features
+            return sites.to_points(site_out, feat, site_feat, self.weight[tap_index(0, 0, 0, self.kernel_size)])
 
         if SubMConv3d._spconv_layout is None:
             with torch.no_grad():
