@@ -69,8 +69,8 @@ def test_latent_count_rules():
     assert latent_count(28, 28, 2, field) == 4  # floored at n
     assert latent_count(5, 5, 25, field) == 4  # floor(1.25) = 1 -> n
     assert latent_count(2, 2, 0, field) == 4  # exactly n pixels
-    assert latent_count(28, 28, 784, FieldConfig(latent_count=25)) == 25
-    assert latent_count(28, 28, 7, FieldConfig(latent_count=25)) == 7
+    assert latent_count(28, 28, 784, FieldConfig(latent_count=25, reference_pixels=784)) == 25
+    assert latent_count(28, 28, 7, FieldConfig(latent_count=25, reference_pixels=784)) == 7
     with pytest.raises(FieldInputError, match="fewer than the 4 neighbours"):
         latent_count(1, 3, 3, field)
 
@@ -133,5 +133,5 @@ def test_sampling_beyond_the_multinomial_category_limit():
     # topk-based sampling has no category limit; check a 4200x4100 image (17.2M > 2^24 pixels)
     image = torch.zeros(1, 4200, 4100)
     image[0, 100:200, 100:200] = 1.0
-    pos = sample_positions(image, FieldConfig(latent_count=50), _gen())
+    pos = sample_positions(image, FieldConfig(latent_count=50, reference_pixels=4200 * 4100), _gen())
     assert pos.shape == (50, 2) and bool((pos[:, 0] < 202).all())

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 Colour = Literal["standardise", "unit"]
+OffsetMode = Literal["spacing", "per_image"]
+OffsetScale = Union[OffsetMode, float]
 Precision = Literal["32", "tf32", "bf16", "16"]
 
 
@@ -19,6 +21,16 @@ class FieldConfig:
 
     latents_per_pixel: rho in k = floor(rho * H * W); ignored when latent_count is set.
     latent_count: an absolute number of latents per image (paper Table 11), or None.
+    reference_pixels: with latent_count (and only then), the image area H * W [pixels] the count
+        refers to, e.g. 784 for 28x28 or a typical area when sizes are mixed; it fixes the
+        dataset's offset scale (see ``spacing``). Required with latent_count unless offset_scale
+        is a number.
+    offset_scale: how the decoder's offsets (latent - pixel) are scaled: "spacing" divides them by
+        the dataset constant ``spacing`` (the expected latent spacing); a number divides them by
+        that many pixels instead (one dataset constant, e.g. ~20 for a 28x28 image on a 100x100
+        canvas, docs/benchmarks.md); "per_image" standardises them per image by the scalar mean
+        and unbiased std of all its offsets (the original code; :mod:`arc.field.offsets`). The
+        decoder carries its mode (``offset_mode``), so decoding scales as fitting did.
     """
 
     latent_dim: int = 32
@@ -26,6 +38,8 @@ class FieldConfig:
     latents_per_pixel: float = 0.05
     latent_count: Optional[int] = None
     colour: Colour = "standardise"
+    reference_pixels: Optional[int] = None
+    offset_scale: OffsetScale = "spacing"
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1:
@@ -36,12 +50,43 @@ class FieldConfig:
             raise ValueError(f"latents_per_pixel must be in (0, 1], got {self.latents_per_pixel}")
         if self.latent_count is not None and self.latent_count < 1:
             raise ValueError(f"latent_count must be >= 1 or None, got {self.latent_count}")
+        if isinstance(self.offset_scale, (int, float)) and not isinstance(self.offset_scale, bool):
+            if not 0.0 < self.offset_scale < math.inf:
+                raise ValueError(f"a numeric offset_scale must be a positive number of pixels, got {self.offset_scale}")
+            object.__setattr__(self, "offset_scale", float(self.offset_scale))  # 20 and 20.0: one store key
+        elif self.offset_scale not in ("spacing", "per_image"):
+            raise ValueError(f"offset_scale must be 'spacing', 'per_image' or a number of pixels, got {self.offset_scale!r}")
+        if self.latent_count is not None and self.reference_pixels is None and isinstance(self.offset_scale, str):
+            raise ValueError(
+                f"latent_count={self.latent_count} needs reference_pixels, the image area H*W it refers to "
+                "(e.g. 784 for 28x28 images): the offset scale is s = sqrt(reference_pixels / latent_count)"
+            )
+        if self.latent_count is None and self.reference_pixels is not None:
+            raise ValueError("reference_pixels is used only with latent_count; with latents_per_pixel, s = 1/sqrt(rho)")
+        if self.reference_pixels is not None and self.reference_pixels < self.latent_count:
+            raise ValueError(
+                f"reference_pixels must be >= latent_count (at most one latent per pixel), got "
+                f"{self.reference_pixels} < {self.latent_count}"
+            )
         if self.colour not in ("standardise", "unit"):
             raise ValueError(f"colour must be 'standardise' or 'unit', got {self.colour!r}")
 
     @property
+    def offset_mode(self) -> OffsetMode:
+        """The mode the decoder records: "per_image", or "spacing" (offsets divided by the constant ``spacing``)."""
+        return "per_image" if self.offset_scale == "per_image" else "spacing"
+
+    @property
     def spacing(self) -> float:
-        """s = 1/sqrt(latents_per_pixel) pixels: the expected latent spacing that scales decoder offsets."""
+        """s [pixels], the dataset constant that divides the decoder's offsets (unused when per_image).
+
+        s = offset_scale when that is a number; else the expected latent spacing 1/sqrt(latents_per_pixel),
+        or sqrt(reference_pixels / latent_count) when latent_count is set.
+        """
+        if not isinstance(self.offset_scale, str):
+            return self.offset_scale
+        if self.latent_count is not None:
+            return math.sqrt(self.reference_pixels / self.latent_count)
         return 1.0 / math.sqrt(self.latents_per_pixel)
 
 

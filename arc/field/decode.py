@@ -1,4 +1,9 @@
-"""Decoding clouds at arbitrary query points, and rendering them back to images (chunked, no grad)."""
+"""Decoding clouds at arbitrary query points, and rendering them back to images (chunked, no grad).
+
+Offsets are divided by ``spacing``, or, for a decoder with ``offset_scale = "per_image"``,
+standardised by the statistics of the cloud's offsets over its own H x W pixel grid (``size``),
+whatever the queries or the canvas (``spacing`` is then unused).
+"""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -11,18 +16,25 @@ from arc.field.colour import from_fit_space
 from arc.field.decoder import Decoder
 from arc.field.errors import FieldInputError
 from arc.field.neighbours import nearest_latents
+from arc.field.offsets import cloud_offset_statistics, standardise
 
 DECODE_CHUNK = 1 << 18
 
 
-def _decode_one(decoder: Decoder, pos: Tensor, lat: Tensor, queries: Tensor, spacing: float, n: int, chunk: int) -> Tensor:
-    """Decoder output [Q, C] for one cloud (pos [k, 2], lat [k, z]) at queries [Q, 2]."""
+def _decode_one(
+    decoder: Decoder, pos: Tensor, lat: Tensor, queries: Tensor, spacing: float, n: int, chunk: int, size: Sequence[int]
+) -> Tensor:
+    """Decoder output [Q, C] for one cloud (pos [k, 2], lat [k, z], image size (H, W)) at queries [Q, 2]."""
     device = lat.device
+    per_image = decoder.offset_scale == "per_image"
+    if per_image:
+        mean, std = (v.to(device) for v in cloud_offset_statistics(pos, int(size[0]), int(size[1]), n))
     out = []
     for q in queries.split(chunk):
         nbr = nearest_latents(pos, q, n).to(device)  # [q, n]
         q = q.to(device, torch.float32)
-        off = (pos.to(device)[nbr] - q[:, None, :]).reshape(q.shape[0], 2 * n) / spacing
+        raw = (pos.to(device)[nbr] - q[:, None, :]).reshape(q.shape[0], 2 * n)  # latent - query [px]
+        off = standardise(raw, mean, std) if per_image else raw / spacing
         x = torch.cat([lat[nbr].reshape(q.shape[0], -1), off], dim=1)
         out.append(decoder(x.to(next(decoder.parameters()).dtype)).float())
     return torch.cat(out) if out else lat.new_zeros(0, decoder.channels)
@@ -54,7 +66,8 @@ def decode_queries(
     out = []
     for b in range(len(clouds)):
         pos, lat = clouds.pos[l_start[b] : l_end[b]], clouds.lat[l_start[b] : l_end[b]]
-        out.append(_decode_one(decoder, pos, lat, queries[q_start[b] : int(query_offset[b])], spacing, neighbours, chunk))
+        out.append(_decode_one(decoder, pos, lat, queries[q_start[b] : int(query_offset[b])], spacing, neighbours, chunk,
+                               clouds.size[b].tolist()))
     return torch.cat(out) if out else clouds.lat.new_zeros(0, decoder.channels)
 
 
@@ -87,7 +100,7 @@ def render(
         rows_per_chunk = max(1, chunk // cols.numel())
         for r0 in range(0, rows.numel(), rows_per_chunk):
             block = torch.cartesian_prod(rows[r0 : r0 + rows_per_chunk], cols).reshape(-1, 2)
-            pred = _decode_one(decoder, pos, lat, block, spacing, neighbours, chunk)
+            pred = _decode_one(decoder, pos, lat, block, spacing, neighbours, chunk, clouds.size[b].tolist())
             a = r0 * cols.numel()
             out[:, a : a + block.shape[0]] = pred.t()
         image = from_fit_space(out, clouds.colour_mean[b], clouds.colour_std[b]).clamp_(0.0, 1.0)

@@ -131,10 +131,10 @@ def fit_clouds(
     for im in images:
         if im.ndim != 3 or im.shape[0] != decoder.channels:
             raise FieldInputError(f"an image of shape {tuple(im.shape)} does not match a {decoder.channels}-channel decoder")
-    if decoder.latent_dim != field.latent_dim or decoder.neighbours != field.neighbours:
+    if (decoder.latent_dim, decoder.neighbours, decoder.offset_scale) != (field.latent_dim, field.neighbours, field.offset_mode):
         raise FieldInputError(
-            f"decoder (z={decoder.latent_dim}, n={decoder.neighbours}) does not match the field "
-            f"(z={field.latent_dim}, n={field.neighbours})"
+            f"decoder (z={decoder.latent_dim}, n={decoder.neighbours}, offsets {decoder.offset_scale}) does not "
+            f"match the field (z={field.latent_dim}, n={field.neighbours}, offset_scale {field.offset_scale!r})"
         )
     device = _device(device)
     if next(decoder.parameters()).device != device:
@@ -232,7 +232,7 @@ def new_decoder(field: FieldConfig, channels: int, seed: int) -> Decoder:
     """A decoder with PyTorch's default init drawn from a seed (the global RNG is left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(item_seed(seed, "decoder-init", 0))
-        return Decoder(field.latent_dim, field.neighbours, channels)
+        return Decoder(field.latent_dim, field.neighbours, channels, field.offset_mode)
 
 
 def pretrain_decoder(

@@ -30,6 +30,7 @@ from arc.cloud import CloudBatch
 from arc.field.config import FieldConfig
 from arc.field.decoder import Decoder
 from arc.field.errors import FieldInputError
+from arc.field.offsets import offset_statistics, standardise
 from arc.field.prepare import PreparedImages, prepare_images
 
 MIN_MSE = 1e-10  # PSNR is capped at 100 dB for a perfect reconstruction
@@ -65,9 +66,10 @@ class FieldGroup:
 
     Attributes: ``latents`` [K, z] (leaf, requires_grad), ``latent_offset`` [B] (cumulative
     latent counts), ``pos`` [K, 2], ``sizes`` [B, 2], ``mean``/``std`` [B, C]; the pixel
-    table ``nbr`` [T, n] (global latent index, int32), ``off`` [T, 2n] offsets / s, ``target``
-    [T, C] fit space, ``weight`` [T, 1] = 1 / (chunk pixels * C), ``image`` [T] image number,
-    ``pixel`` [T] row-major pixel index within its image. T = total pixels.
+    table ``nbr`` [T, n] (global latent index, int32), ``off`` [T, 2n] offsets / s (or standardised
+    per image, ``field.offset_scale``), ``target`` [T, C] fit space, ``weight`` [T, 1] = 1 / (chunk
+    pixels * C), ``image`` [T] image number, ``pixel`` [T] row-major pixel index within its image.
+    T = total pixels.
 
     A training loop with a trainable decoder (e.g. a LightningModule with manual optimisation)::
 
@@ -137,7 +139,12 @@ class FieldGroup:
         nbr = prepared.nbr[row] + latent_start[image, None]  # [T, n] global latent index
         width = prepared.sizes[image, 1]
         query = torch.stack([pixel // width, pixel % width], 1).float()
-        off = (prepared.pos[nbr] - query[:, None, :]).reshape(-1, 2 * n) / s
+        raw = (prepared.pos[nbr] - query[:, None, :]).reshape(-1, 2 * n)  # latent - pixel [px]
+        if self.field.offset_mode == "per_image":
+            mean, std = offset_statistics(raw, image, batch)
+            off = standardise(raw, mean[image, None], std[image, None])
+        else:
+            off = raw / s
 
         rows_per_slot = torch.bincount(slot, minlength=(most + 1) * most).tolist()
         self._schedule: list[tuple[int, list[list[Pass]]]] = []
