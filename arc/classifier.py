@@ -57,7 +57,7 @@ DEFAULT_AUGMENT: dict[str, Any] = {"mask": 0.3, "arcmix": {"alpha": 1.0}}
 """The paper's best recipe: masking 0.3 + ARCMix alpha 1 (ARC-SPEC Part 1)."""
 
 NORMALISATIONS = ("per_dim", "whole", "none")
-SCHEDULERS = (None, "cosine", "warmup_cosine")
+SCHEDULERS = (None, "cosine", "warmup_cosine", "onecycle")
 
 
 class ClassifierConfigError(ValueError):
@@ -87,8 +87,14 @@ class ARCClassifier(pl.LightningModule):
     augment: :func:`arc.augment.build_augmentations` config (None = no augmentation).
     normalisation: "per_dim" (z-vector stats), "whole" (one scalar mean/std) or "none".
     optimizer: AdamW keyword arguments (default lr 1e-3, weight_decay 1e-3).
-    scheduler: None (constant LR), "cosine" or "warmup_cosine" (per epoch, over trainer.max_epochs),
-    with ``warmup_epochs`` linear warm-up epochs.
+    scheduler: None (constant LR, the paper), "cosine" or "warmup_cosine" (per epoch, over
+    trainer.max_epochs, with ``warmup_epochs`` linear warm-up epochs) or "onecycle" (per step:
+    torch's OneCycleLR over the run, peak at 5 %, cosine down to 1e-4 of the peak; Pointcept's PTv3
+    classification schedule).
+    block_lr_scale: learning-rate factor of the transformer blocks (Pointcept trains them at 0.1).
+    label_smoothing: cross-entropy label smoothing in training (evaluation losses are unsmoothed).
+    eval_views: evaluation views averaged (mean of probabilities): the clean cloud plus
+    ``eval_views - 1`` copies augmented with ``eval_augment`` (seeded per batch), for val, test, predict.
     class_names: names for per-class metrics and plots (default: the datamodule's, else "0", "1", ...).
     top_k: number of (class, probability) pairs ``predict_step`` returns.
     log_media: log a confusion matrix and a few clouds to W&B (only with a WandbLogger).
@@ -107,8 +113,12 @@ class ARCClassifier(pl.LightningModule):
         augment: dict[str, Any] | None = DEFAULT_AUGMENT,
         normalisation: Literal["per_dim", "whole", "none"] = "per_dim",
         optimizer: dict[str, Any] | None = None,
-        scheduler: Literal["cosine", "warmup_cosine"] | None = None,
+        scheduler: Literal["cosine", "warmup_cosine", "onecycle"] | None = None,
         warmup_epochs: int = 0,
+        block_lr_scale: float = 1.0,
+        label_smoothing: float = 0.0,
+        eval_views: int = 1,
+        eval_augment: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
         top_k: int = 5,
         log_media: bool = True,
@@ -124,6 +134,16 @@ class ARCClassifier(pl.LightningModule):
             raise ClassifierConfigError(f"scheduler must be one of {list(SCHEDULERS)}, got {scheduler!r}")
         if not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ClassifierConfigError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
+        if not isinstance(block_lr_scale, (int, float)) or not block_lr_scale > 0:
+            raise ClassifierConfigError(f"block_lr_scale must be > 0, got {block_lr_scale!r}")
+        if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+            raise ClassifierConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        if not isinstance(eval_views, int) or eval_views < 1:
+            raise ClassifierConfigError(f"eval_views must be an int >= 1, got {eval_views!r}")
+        if eval_views > 1 and not eval_augment:
+            raise ClassifierConfigError("eval_views > 1 needs eval_augment (the augmentations of the extra views)")
+        if eval_augment and "arcmix" in eval_augment:
+            raise ClassifierConfigError("eval_augment cannot mix clouds (arcmix)")
         if class_names is not None and len(class_names) != num_classes:
             raise ClassifierConfigError(f"class_names has {len(class_names)} names for {num_classes} classes")
         head_hidden = list(head_hidden or [])
@@ -137,6 +157,7 @@ class ARCClassifier(pl.LightningModule):
         self.class_names = list(class_names) if class_names is not None else None
         self.optimizer_kwargs = self._optimizer_kwargs(optimizer)
         self.augment = build_augmentations(augment, num_classes=num_classes)
+        self.eval_augment = build_augmentations(eval_augment)
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, "init"))
@@ -186,9 +207,13 @@ class ARCClassifier(pl.LightningModule):
             raise ClassifierConfigError(f"backbone: unknown or fixed parameter(s) {bad}; valid: {valid}")
         kwargs.update({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
         try:
-            return cls(in_channels=self.latent_dim, **kwargs)
-        except (TypeError, AssertionError) as err:
+            backbone = cls(in_channels=self.latent_dim, **kwargs)
+        except (TypeError, ValueError, AssertionError) as err:
             raise ClassifierConfigError(f"backbone: invalid settings {kwargs}: {err}") from err
+        if "shift" in self.augment and getattr(backbone, "grid_origin", "frame") == "cloud":
+            rank_zero_warn("augment: shift has no effect with backbone grid_origin 'cloud' (the voxel grid moves with "
+                           "each cloud, so the backbone is translation-invariant); set grid_origin: frame")
+        return backbone
 
     # ------------------------------------------------------------ latent statistics
 
@@ -326,14 +351,32 @@ class ARCClassifier(pl.LightningModule):
         self.check_batch(batch)
         mixed = self.augment(batch, normalise=self.normalise, seed=seed)
         logits = self.classify(mixed.pos, mixed.lat, mixed.offset)
-        return self.cross_entropy(logits, mixed.label)
+        return self.cross_entropy(logits, mixed.label, self.hparams.label_smoothing)
 
-    def cross_entropy(self, logits: Tensor, label: Tensor) -> Tensor:
+    def cross_entropy(self, logits: Tensor, label: Tensor, smoothing: float = 0.0) -> Tensor:
         """Mean cross entropy of [B, classes] logits against [B] labels or [B, classes] soft targets.
 
         Always the soft-target form: it has no ``nll_loss``, which has no deterministic CUDA kernel.
         """
-        return F.cross_entropy(logits, soft_labels(label, self.num_classes).to(logits.dtype))
+        target = soft_labels(label, self.num_classes).to(logits.dtype)
+        return F.cross_entropy(logits, target, label_smoothing=smoothing)
+
+    def evaluate_logits(self, batch: CloudBatch, batch_idx: int = 0) -> Tensor:
+        """[B, classes] log of the mean class probabilities over the evaluation views of a raw batch.
+
+        One view (``eval_views`` = 1) gives the log-softmax of the clean cloud's logits.
+        """
+        lat = self.normalise(batch.lat)
+        log_probs = F.log_softmax(self.classify(batch.pos, lat, batch.offset).float(), dim=1)
+        views = self.hparams.eval_views
+        if views == 1:
+            return log_probs
+        probs = log_probs.exp()
+        for view in range(1, views):
+            seed = derive_seed(self.seed, "eval-view", batch_idx, view)
+            shown = self.eval_augment(replace(batch, lat=lat), seed=seed)
+            probs = probs + torch.softmax(self.classify(shown.pos, shown.lat, shown.offset).float(), dim=1)
+        return (probs / views).log()
 
     def training_step(self, batch: CloudBatch, batch_idx: int) -> Tensor:
         draw = (self.current_epoch, batch_idx, self.global_rank)
@@ -344,9 +387,9 @@ class ARCClassifier(pl.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
         return loss
 
-    def _evaluate(self, batch: CloudBatch, stage: str) -> Tensor:
+    def _evaluate(self, batch: CloudBatch, stage: str, batch_idx: int) -> Tensor:
         self.check_batch(batch)
-        logits = self.classify(batch.pos, self.normalise(batch.lat), batch.offset)
+        logits = self.evaluate_logits(batch, batch_idx)
         if batch.label.ndim != 1:
             raise CloudError(f"{stage} labels must be class indices [B], got shape {tuple(batch.label.shape)}")
         loss = self.cross_entropy(logits, batch.label)
@@ -366,17 +409,18 @@ class ARCClassifier(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: CloudBatch, batch_idx: int) -> Tensor:
-        loss = self._evaluate(batch, "val")
+        loss = self._evaluate(batch, "val", batch_idx)
         if batch_idx == 0 and self._wandb() is not None:
             self._media_clouds = batch.select(torch.arange(min(4, len(batch)))).to("cpu")
         return loss
 
     def test_step(self, batch: CloudBatch, batch_idx: int) -> Tensor:
-        return self._evaluate(batch, "test")
+        return self._evaluate(batch, "test", batch_idx)
 
     def predict_step(self, batch: CloudBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """dict(index [B], label [B], probs [B, classes], topk_class [B, k], topk_prob [B, k])."""
-        probs = torch.softmax(self(batch).float(), dim=1)
+        self.check_batch(batch, labels=False)
+        probs = self.evaluate_logits(batch, batch_idx).exp()
         top = probs.topk(min(self.hparams.top_k, self.num_classes), dim=1)
         label = batch.label if batch.label.ndim == 1 else batch.label.argmax(1)
         return dict(index=batch.index, label=label, probs=probs, topk_class=top.indices, topk_prob=top.values)
@@ -428,11 +472,25 @@ class ARCClassifier(pl.LightningModule):
 
     # ------------------------------------------------------------ optimisation
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: the transformer blocks at ``block_lr_scale`` x lr, everything else at lr."""
+        lr = self.optimizer_kwargs["lr"]
+        blocks = [p for n, p in self.named_parameters() if n.startswith("backbone.stages.")]
+        ids = {id(p) for p in blocks}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": rest, "lr": lr}, {"params": blocks, "lr": lr * self.hparams.block_lr_scale}]
+
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), **self.optimizer_kwargs)
+        optimizer = torch.optim.AdamW(self.parameter_groups(), **self.optimizer_kwargs)
         name = self.hparams.scheduler
         if name is None:
             return optimizer
+        if name == "onecycle":
+            schedule = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+                total_steps=int(self.trainer.estimated_stepping_batches), pct_start=0.05, div_factor=10.0,
+                final_div_factor=1000.0)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         epochs = self.trainer.max_epochs
         if epochs is None or epochs < 1:
             raise ClassifierConfigError(f"scheduler {name!r} needs trainer.max_epochs >= 1, got {epochs!r}")

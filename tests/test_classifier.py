@@ -166,7 +166,11 @@ def test_training_step_uses_soft_target_cross_entropy():
     model.augment = keep
     model.train()
     batch = batch_of([10, 12, 9, 20])
-    loss = model.training_step(batch, 0)
+    step = 0
+    loss = model.training_step(batch, step)
+    while seen["batch"].label.max() > 0.95:  # a draw whose mix is nearly one-hot cannot tell the losses apart
+        step += 1
+        loss = model.training_step(batch, step)
     mixed = seen["batch"]
     assert mixed.label.shape == (4, 4)  # ARCMix made soft targets
     logits = model.classify(mixed.pos, mixed.lat, mixed.offset)  # train-mode BN, no drop path: same logits
@@ -368,3 +372,55 @@ def test_datamodule_stats_do_not_overwrite_stats_already_set(tmp_path):
     trainer(tmp_path).validate(fresh, datamodule=data, verbose=False)
     assert torch.allclose(fresh.latent_mean, data.latent_stats[0])
     assert fresh.class_names == data.class_names
+
+
+def test_label_smoothing_changes_only_the_training_loss():
+    batch = batch_of([10, 12, 9, 20])
+    plain, smooth = tiny(augment=None), tiny(augment=None, label_smoothing=0.2)
+    smooth.load_state_dict(plain.state_dict())
+    for model in (plain, smooth):
+        model.set_latent_stats(torch.zeros(Z), torch.ones(Z))
+        model.eval()  # no drop-path: the same logits
+    logits = plain.classify(batch.pos, batch.lat, batch.offset)
+    assert torch.allclose(plain.training_loss(batch), F.cross_entropy(logits, batch.label), atol=1e-6)
+    assert torch.allclose(smooth.training_loss(batch), F.cross_entropy(logits, batch.label, label_smoothing=0.2), atol=1e-6)
+    assert torch.allclose(smooth._evaluate(batch, "test", 0), plain._evaluate(batch, "test", 0))
+
+
+def test_block_learning_rate_and_onecycle_schedule(tmp_path):
+    model = tiny(scheduler="onecycle", block_lr_scale=0.1, optimizer={"lr": 2e-3})
+    data = CloudData()
+    trainer(tmp_path, max_epochs=2).fit(model, datamodule=data)
+    optimizer = model.optimizers().optimizer
+    rest, blocks = optimizer.param_groups
+    assert {id(p) for p in blocks["params"]} == {id(p) for n, p in model.named_parameters() if n.startswith("backbone.stages.")}
+    assert blocks["max_lr"] == pytest.approx(2e-4) and rest["max_lr"] == pytest.approx(2e-3)
+    assert blocks["lr"] < 2e-4 / 10  # annealed by the end of the run
+
+
+def test_evaluation_views_average_augmented_copies():
+    batch = batch_of([10, 12, 9, 20])
+    one = tiny(augment=None)
+    many = tiny(augment=None, eval_views=4, eval_augment={"mask": 0.3})
+    many.load_state_dict(one.state_dict())
+    for model in (one, many):
+        model.set_latent_stats(torch.zeros(Z), torch.ones(Z))
+        model.eval()
+    single, voted = one.evaluate_logits(batch), many.evaluate_logits(batch)
+    assert torch.allclose(single.exp().sum(1), torch.ones(4)) and torch.allclose(voted.exp().sum(1), torch.ones(4))
+    assert not torch.allclose(single, voted)
+    assert torch.equal(voted, many.evaluate_logits(batch))  # seeded views: the same every time
+    with pytest.raises(ClassifierConfigError, match="eval_augment"):
+        tiny(eval_views=2)
+
+
+def test_shift_with_a_per_cloud_grid_warns():
+    with pytest.warns(UserWarning, match="shift has no effect"):
+        tiny(augment={"shift": 2.0})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny(augment={"shift": 2.0}, backbone={**TINY, "grid_origin": "frame"})
+    with pytest.raises(ClassifierConfigError, match="grid_origin"):
+        tiny(backbone={**TINY, "grid_origin": "image"})
