@@ -19,7 +19,7 @@ def test_plan_names_every_open_measurement():
     names = device_check.expected_entries(tiny=False, full_size=2048)
     assert names == device_check.expected_entries(tiny=True, full_size=96)
     wanted = {f"fit/{c}/{p}" for c in CASES for p in ("pretrain", *PRECISIONS)}
-    wanted |= {"spconv/check", "classifier/cifar", "classifier/imagenette"}
+    wanted |= {"spconv/check", "classifier/cifar", "classifier/cifar-deterministic", "classifier/imagenette"}
     assert set(names) == wanted and len(names) == len(wanted)
     assert device_check.plan(False, 2048)[-1].name == "fit/full"  # the costliest group runs last
 
@@ -51,10 +51,11 @@ def test_tiny_cpu_run_writes_every_entry_with_numbers(tmp_path):
     spconv = results["spconv/check"]["result"]
     assert spconv["pure_forward_ms"] > 0 and spconv["pure_forward_backward_ms"] > 0
     assert spconv["spconv"].startswith("spconv unavailable")  # never used for CPU tensors
-    for case in ("cifar", "imagenette"):
+    for case in ("cifar", "cifar-deterministic", "imagenette"):
         modes = results[f"classifier/{case}"]["result"]["modes"]
         assert [m["mode"] for m in modes] == ["train", "infer", "augment"]
         assert all(isinstance(m["clouds_per_s"], Number) and m["clouds_per_s"] > 0 for m in modes)
+        assert all(m["deterministic"] == case.endswith("-deterministic") for m in modes)
     assert report["summary"] == {"entries": len(results), "ok": len(results), "not_ok": {}}
 
 

@@ -108,7 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--no-tf32", action="store_true", help="full fp32 matmuls on cuda (the paper ran with TF32)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="torch.use_deterministic_algorithms, as --trainer.deterministic true (its cost)")
     args = parser.parse_args(argv)
+    if args.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what Lightning sets for deterministic cuBLAS
+        torch.use_deterministic_algorithms(True)
+    try:
+        return run(args, parser)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Benchmark every requested case and mode; one JSON line (or text line) per (case, mode)."""
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -148,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 "gflop_per_cloud_fwd": round(flops / 1e9, 4),
                 "achieved_tflops": round(per_s * flops * {"train": 3, "infer": 1}.get(mode, 0) / 1e12, 4),
                 "tf32": device.type == "cuda" and not args.no_tf32,
+                "deterministic": args.deterministic,
             }
             if device.type == "cuda":
                 record["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)

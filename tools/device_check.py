@@ -14,7 +14,8 @@ Entries of ``results`` (each with the ``command`` that reproduces it, ``status``
 - ``spconv/check``: spconv's submanifold conv against the pure-PyTorch path, forward and backward
   on a random point batch, with timings of both (``device_check.py spconv``); "spconv unavailable"
   when spconv does not import (or the tensors are not on CUDA, where it is never used);
-- ``classifier/<case>``: ``tools/bench_classifier.py`` (train, infer, augment) for cifar and imagenette.
+- ``classifier/<case>``: ``tools/bench_classifier.py`` (train, infer, augment) for cifar and imagenette, and
+  ``classifier/cifar-deterministic``: the same with ``torch.use_deterministic_algorithms`` (issue 17's switch).
 
 Each group of entries (one fitting case, spconv, the classifier) runs in its own worker
 process with a timeout, and each entry inside it under its own alarm timeout: a failed or
@@ -123,6 +124,7 @@ def plan(tiny: bool, full_size: int) -> list[Group]:
         fit_group("shapes32x3"),
         fit_group("shapes320x3"),
         Group("classifier", (Entry("classifier/cifar", 120.0 if tiny else 60.0),
+                             Entry("classifier/cifar-deterministic", 120.0 if tiny else 60.0),
                              Entry("classifier/imagenette", 120.0 if tiny else 90.0))),
         fit_group("full", 1.0 if tiny else 1.5),
     ]
@@ -218,8 +220,10 @@ def bench_fit_argv(case: FitCase, work: Path, device: str, precision: str, tiny:
 
 
 def bench_classifier_argv(case: str, device: str, tiny: bool) -> list[str]:
-    """Arguments of ``tools/bench_classifier.py`` for one case (its default GPU batch; tiny: 1 step of 1 cloud)."""
-    argv = ["--device", device, "--json", "--case", case]
+    """Arguments of ``tools/bench_classifier.py`` for one case (its default GPU batch; tiny: 1 step of 1 cloud);
+    a case named ``<case>-deterministic`` adds ``--deterministic`` (the cost of the deterministic switch)."""
+    case, deterministic, _ = case.partition("-deterministic")
+    argv = ["--device", device, "--json", "--case", case] + (["--deterministic"] if deterministic else [])
     return argv + (["--batch", "1", "--steps", "1", "--warmup", "0"] if tiny else [])
 
 
