@@ -34,7 +34,6 @@ class PointBatchNorm(nn.BatchNorm1d):
         self.running_var.lerp_(unbiased, momentum)
 
 
-
 class PointLayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` (same parameters and state dict) whose CPU weight and bias gradients are column sums.
 
