@@ -47,14 +47,14 @@ ARC_BACKBONE: dict[str, Any] = dict(
     order=("z", "z-trans", "hilbert", "hilbert-trans"),
     shuffle_orders=True,
 )
-"""The paper's PTv3 settings (ARC-SPEC §8); ``backbone`` overrides any of them.
+"""The paper's PTv3 settings (thesis App. B and the authors' published config); ``backbone`` overrides any of them.
 
 BatchNorm momentum stays at the backbone's default (torch's 0.1): the upstream 0.01 leaves the
 running statistics unconverged for the first few hundred steps, so short runs evaluate at chance
 level; set ``bn_momentum: 0.01`` in ``backbone`` for the upstream value."""
 
 DEFAULT_AUGMENT: dict[str, Any] = {"mask": 0.3, "arcmix": {"alpha": 1.0}}
-"""The paper's best recipe: masking 0.3 + ARCMix alpha 1 (ARC-SPEC Part 1)."""
+"""The paper's best recipe: masking 0.3 + ARCMix alpha 1 (thesis Table 5)."""
 
 NORMALISATIONS = ("per_dim", "whole", "none")
 SCHEDULERS = (None, "cosine", "warmup_cosine", "onecycle")
@@ -79,7 +79,7 @@ def _mean_pool(feat: Tensor, offset: Tensor) -> Tensor:
 
 
 class ARCClassifier(pl.LightningModule):
-    """Classify latent clouds with PTv3 (ARC-SPEC §8, §9).
+    """Classify latent clouds with PTv3 (thesis §3.3 and App. B; docs/architecture.md).
 
     num_classes: number of classes; latent_dim: z of the clouds.
     backbone: PTv3 keyword arguments overriding :data:`ARC_BACKBONE` (in_channels is latent_dim).

@@ -5,7 +5,7 @@ holds its fit-space target, latent positions, pixel neighbour index and colour
 transform. All latents of the group live in one flat [K, z] tensor, so a
 single element-wise optimiser is exactly per-image Adam.
 
-Pixel schedule (ARC-SPEC §5): each image's permutation of its P pixels is cut
+Pixel schedule (the original code's, thesis App. A): each image's permutation of its P pixels is cut
 into chunks of m = max(1, floor(pixel_fraction * P)); step t supervises chunk
 t mod ceil(P / m). The pixel table is laid out by (chunk count c, phase r,
 image, pixel), so the pixels of step t for all images with c chunks are one
