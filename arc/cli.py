@@ -1,8 +1,9 @@
 """The one-command LightningCLI: ``python tools/train.py fit --config configs/demo.yaml``.
 
-Subcommands fit / validate / test / predict; YAML with omegaconf interpolation;
-the config is saved with each run and sent to W&B; ``fit`` runs ``test`` on the
-best-val checkpoint afterwards (``--test_after_fit false`` to skip).
+Subcommands fit / validate / test / predict; YAML with omegaconf interpolation; a config lists
+the shared files it builds on under ``compose`` (see :func:`expand_compose`); the config is
+saved with each run and sent to W&B; ``fit`` runs ``test`` on the best-val checkpoint afterwards
+(``--test_after_fit false`` to skip).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 import torch
+import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -37,19 +39,109 @@ def ensure_wandb_never_prompts() -> None:
         log.info("no W&B credentials found: logging offline (sync later with `wandb sync`)")
 
 
+CONFIG_FLAGS = ("--config", "-c")
+
+
+class ComposeError(ValueError):
+    """A ``compose`` list that names a missing file or forms a cycle."""
+
+
+def composed_files(path: Path, seen: tuple[Path, ...] = ()) -> list[Path]:
+    """``path`` preceded by the files its ``compose`` list names (recursively, relative to ``path``),
+    in the order they are applied: every shared block first, the file's own settings last."""
+    path = path.resolve()
+    if path in seen:
+        raise ComposeError(f"compose cycle: {' -> '.join(str(p) for p in (*seen, path))}")
+    if not path.is_file():
+        raise ComposeError(f"config file not found: {path}" + (f" (composed by {seen[-1]})" if seen else ""))
+    content = yaml.safe_load(path.read_text()) or {}
+    names = content.get("compose", []) if isinstance(content, dict) else []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ComposeError(f"{path}: compose must be a list of config paths, got {names!r}")
+    files: list[Path] = []
+    for name in names:
+        files += composed_files(path.parent / name, (*seen, path))
+    return [*files, path]
+
+
+def expand_compose(args: list[str]) -> list[str]:
+    """Replace every ``--config FILE`` by one ``--config`` per file it composes, then FILE itself.
+
+    Later files override earlier ones key by key (jsonargparse merges them as several ``--config``),
+    so a dataset config holds only what is its own.
+    """
+    expanded: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        flag, _, value = arg.partition("=")
+        if flag in CONFIG_FLAGS and (value or i + 1 < len(args)):
+            if not value:
+                i += 1
+                value = args[i]
+            path = Path(value)
+            if path.suffix in (".yaml", ".yml") and path.is_file():
+                for file in composed_files(path):
+                    expanded += ["--config", str(file)]
+            else:
+                expanded += ["--config", value]
+        else:
+            expanded.append(arg)
+        i += 1
+    return expanded
+
+
+RUN_DIR_ENV = "ARC_RUN_DIR"
+"""Set while a run executes, so processes a strategy launches (DDP ranks) write to the same run folder."""
+
+
+def next_run_dir(root: Path) -> Path:
+    """``root/version_N``, N one past the highest existing version (0 in a new root): runs never overwrite."""
+    versions = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
+    return root / f"version_{max(versions, default=-1) + 1}"
+
+
+def place_run(config, run: Path) -> None:
+    """Point the trainer, its checkpoint callbacks (without a dirpath) and W&B (without a save_dir) at ``run``."""
+    config.trainer.default_root_dir = str(run)
+    for callback in config.trainer.get("callbacks") or []:
+        if str(callback.get("class_path", "")).endswith(".ModelCheckpoint") and callback.init_args.get("dirpath") is None:
+            callback.init_args.dirpath = str(run / "checkpoints")
+    loggers = config.trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if hasattr(logger, "get") and str(logger.get("class_path", "")).endswith(".WandbLogger"):
+            if logger.init_args.get("save_dir") in (None, "."):
+                logger.init_args.save_dir = str(run)
+
+
+def link_latest(run: Path) -> None:
+    """Point ``<root>/latest`` at the newest training run's folder (best effort: not every filesystem has links)."""
+    latest = run.parent / "latest"
+    try:
+        if latest.is_symlink() or not latest.exists():
+            latest.unlink(missing_ok=True)
+            latest.symlink_to(run.name, target_is_directory=True)
+    except OSError as err:
+        log.info("could not link %s -> %s: %s", latest, run.name, err)
+
+
 class SaveConfigToRun(SaveConfigCallback):
-    """Save the resolved config next to the run and into the W&B run's config."""
+    """Save the resolved config into the run folder and, as a nested dict, into the W&B run's config."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        nested = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        nested.pop("compose", None)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_hyperparams({"config": self.parser.dump(self.config, skip_none=False, format="json")})
+                logger.log_hyperparams(nested)
 
 
 class ARCCLI(LightningCLI):
     """LightningCLI wired for arc: data facts flow into the model; fit is followed by test."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--compose", type=Optional[list[str]], default=None,
+                            help="shared config files this config builds on (expanded before parsing)")
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="after fit, evaluate the test split with the best-val checkpoint")
         parser.add_argument("--tf32", type=bool, default=False,
@@ -62,9 +154,18 @@ class ARCCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         torch.backends.cuda.matmul.allow_tf32 = bool(config.get("tf32", False))
+        if self.subcommand is not None:
+            inherited = os.environ.get(RUN_DIR_ENV)
+            self.run_dir = Path(inherited) if inherited else next_run_dir(Path(config.trainer.default_root_dir))
+            place_run(config, self.run_dir)
+            if not inherited:
+                os.environ[RUN_DIR_ENV] = str(self.run_dir)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                if self.subcommand == "fit":
+                    link_latest(self.run_dir)
 
     def before_predict(self) -> None:
-        from arc.classifier import PredictionWriter
+        from arc.callbacks import PredictionWriter
 
         if not any(isinstance(callback, PredictionWriter) for callback in self.trainer.callbacks):
             path = Path(self.trainer.default_root_dir) / "predictions.csv"
@@ -72,10 +173,49 @@ class ARCCLI(LightningCLI):
             log.info("writing predictions to %s", path)
 
     def after_fit(self) -> None:
-        if not self.config.fit.get("test_after_fit", True) or not is_overridden("test_dataloader", self.datamodule):
-            return
-        has_best = self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+        testable = is_overridden("test_dataloader", self.datamodule) and is_overridden("test_step", self.model)
+        if self.config.fit.get("test_after_fit", True) and testable:
+            has_best = self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+        self.end_run()
+
+    def after_validate(self) -> None:
+        self.end_run()
+
+    def after_test(self) -> None:
+        self.end_run()
+
+    def after_predict(self) -> None:
+        self.end_run()
+
+    def end_run(self) -> None:
+        """Print where the run's folder, checkpoint, predictions, store and W&B run are (rank 0), then close
+        the W&B run, so the next run in this process starts its own."""
+        if self.trainer.global_rank == 0:
+            self.print_run_summary()
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
+
+    def print_run_summary(self) -> None:
+        """The last lines of a run: where its folder, checkpoint, predictions, store and W&B run are."""
+        where = {"run": self.run_dir}
+        checkpoint = self.trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_path:
+            where["checkpoint"] = checkpoint.best_model_path
+        writer = next((c for c in self.trainer.callbacks if type(c).__name__ == "PredictionWriter"), None)
+        if writer is not None and writer.path.exists():
+            where["predictions"] = writer.path
+        store = getattr(self.datamodule, "cloud_store", None)
+        if store is not None:
+            where["store"] = store.path
+        decoder = getattr(self.datamodule, "decoder_path", None)
+        if decoder is not None and Path(decoder).exists():
+            where["decoder"] = decoder
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                where["wandb"] = logger.experiment.url or logger.experiment.dir
+        print("\n".join(f"{key + ':':<12} {value}" for key, value in where.items()), flush=True)
 
 
 def user_error(error: BaseException) -> BaseException:
@@ -105,16 +245,21 @@ def build_cli(args: Optional[list[str]] = None, run: bool = True) -> ARCCLI:
     """The arc CLI (W&B never prompts; invalid values end with one message)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ensure_wandb_never_prompts()
-    return exit_on_invalid_config(lambda: ARCCLI(
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=SaveConfigToRun if run else None,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
-        seed_everything_default=0,
-        args=args,
-        run=run,
-    ))
+    owns_run_env = RUN_DIR_ENV not in os.environ
+    try:
+        return exit_on_invalid_config(lambda: ARCCLI(
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=SaveConfigToRun if run else None,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"},
+            seed_everything_default=0,
+            args=expand_compose(sys.argv[1:] if args is None else list(args)),
+            run=run,
+        ))
+    finally:
+        if owns_run_env:  # the next run in this process gets a folder of its own
+            os.environ.pop(RUN_DIR_ENV, None)
 
 
 def main(args: Optional[list[str]] = None) -> ARCCLI:

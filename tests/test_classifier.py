@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+from functools import partial
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -11,7 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from arc.classifier import ARCClassifier, ClassifierConfigError, PredictionWriter
+from ptv3 import PointTransformerV3
+
+from arc.callbacks import PredictionWriter, WandbMedia
+from arc.classifier import ARCClassifier, ClassifierConfigError
 from arc.cloud import CloudBatch, CloudError
 
 Z = 4
@@ -85,8 +89,13 @@ class CloudData(pl.LightningDataModule):
         return self.val_dataloader()
 
 
+def backbone(**overrides) -> partial:
+    """The tiny PTv3 as the classifier takes it: a factory of the latent size."""
+    return partial(PointTransformerV3, **{**TINY, **overrides})
+
+
 def tiny(**kwargs) -> ARCClassifier:
-    kwargs.setdefault("backbone", TINY)
+    kwargs.setdefault("backbone", backbone())
     kwargs.setdefault("num_classes", 4)
     return ARCClassifier(latent_dim=Z, **kwargs)
 
@@ -118,13 +127,13 @@ def test_forward_shapes_with_tiny_and_single_point_clouds():
 def test_paper_architecture_size():
     model = ARCClassifier(num_classes=10, augment=None)
     n = sum(p.numel() for p in model.parameters())
-    assert 0.95e6 < n < 1.1e6  # ARC-SPEC §8: about 1.02 M parameters
-    assert isinstance(model.head, torch.nn.Sequential) and len(model.head) == 1
+    assert 0.95e6 < n < 1.1e6  # thesis App. B: about 1.02 M parameters
+    assert isinstance(model.model.head, torch.nn.Sequential) and len(model.model.head) == 1
 
 
 def test_mlp_head():
     model = tiny(head_hidden=[8, 6])
-    widths = [m.out_features for m in model.head if isinstance(m, torch.nn.Linear)]
+    widths = [m.out_features for m in model.model.head if isinstance(m, torch.nn.Linear)]
     assert widths == [8, 6, 4]
 
 
@@ -154,7 +163,7 @@ def test_augmentations_run_only_in_training():
 
 def test_training_step_uses_soft_target_cross_entropy():
     torch.manual_seed(0)
-    model = tiny(augment={"arcmix": 1.0}, backbone={**TINY, "shuffle_orders": False})
+    model = tiny(augment={"arcmix": 1.0}, backbone=backbone(shuffle_orders=False))
     model.set_latent_stats(torch.zeros(Z), torch.ones(Z))
     seen = {}
     real = model.augment
@@ -240,8 +249,9 @@ def test_bad_batches_raise_clear_errors():
         (dict(augment={"cutmix": 0.5}), "unknown augmentation 'cutmix'"),
         (dict(normalisation="batch"), "normalisation must be one of"),
         (dict(scheduler="step"), "scheduler must be one of"),
-        (dict(backbone={"depths": (1, 1)}), r"backbone: unknown.*'depths'.*enc_depths"),
-        (dict(optimizer={"learning_rate": 1.0}), "unknown AdamW parameter"),
+        (dict(backbone=partial(PointTransformerV3, depths=(1, 1))), r"backbone: invalid settings.*'depths'"),
+        (dict(optimizer={"learning_rate": 1.0}), r"unknown key 'learning_rate' in optimizer \(valid: lr, weight_decay"),
+        (dict(optimizer={"lr": 0.0}), "lr must be > 0"),
         (dict(num_classes=0), "num_classes"),
         (dict(class_names=["a", "b"]), "class_names has 2 names for 4 classes"),
         (dict(head_hidden=[0]), "head_hidden"),
@@ -273,7 +283,7 @@ class Oracle(ARCClassifier):
     def classify(self, pos, feat, offset):
         starts = offset - torch.diff(offset, prepend=offset.new_zeros(1))
         pred = feat[starts, 0].round().long()
-        return F.one_hot(pred, self.num_classes).float() * 10 + self.head[0].bias * 0
+        return F.one_hot(pred, self.num_classes).float() * 10 + self.model.head[0].bias * 0
 
 
 def test_per_class_metrics_on_a_hand_made_example(tmp_path):
@@ -284,7 +294,7 @@ def test_per_class_metrics_on_a_hand_made_example(tmp_path):
         c = make_cloud(t, 3, torch.Generator().manual_seed(i), index=i)
         c.lat[:] = float(p)
         clouds.append(c)
-    model = Oracle(num_classes=4, latent_dim=Z, backbone=TINY, normalisation="none", class_names=["a", "b", "c", "d"])
+    model = Oracle(num_classes=4, latent_dim=Z, backbone=backbone(), normalisation="none", class_names=["a", "b", "c", "d"])
     loader = DataLoader(clouds, batch_size=4, collate_fn=CloudBatch.concat)
     result = trainer(tmp_path).test(model, loader, verbose=False)[0]
     assert result["test/acc"] == pytest.approx(6 / 10)
@@ -296,18 +306,21 @@ def test_per_class_metrics_on_a_hand_made_example(tmp_path):
     expected = torch.zeros(4, 4, dtype=torch.long)
     for t, p in zip(truth, preds):
         expected[t, p] += 1
-    assert torch.equal(model.test_confusion_matrix, expected)
+    assert torch.equal(model.confusion["test"], expected)
 
 
-def test_media_go_to_the_wandb_logger_once_per_validation_epoch(tmp_path, monkeypatch):
+def test_media_confusion_every_epoch_clouds_once(tmp_path, monkeypatch):
     logged = []
     fake = SimpleNamespace(log_image=lambda key, images, step: logged.append((key, images[0].shape)))
-    monkeypatch.setattr(ARCClassifier, "_wandb", lambda self: fake)
+    monkeypatch.setattr(WandbMedia, "_logger", staticmethod(lambda trainer: fake))
     torch.manual_seed(0)
     data = CloudData(train=16, val=8, batch_size=8)
-    trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0).fit(tiny(), datamodule=data)
+    fit = trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0, callbacks=[WandbMedia()])
+    model = tiny()
+    fit.fit(model, datamodule=data)
+    fit.test(model, datamodule=data, verbose=False)
     keys = [k for k, _ in logged]
-    assert keys == ["val/confusion_matrix", "val/clouds"] * 2
+    assert keys == ["val/confusion_matrix", "val/clouds", "val/confusion_matrix", "test/confusion_matrix"]
 
 
 # ------------------------------------------------------------------ Lightning end to end
@@ -323,13 +336,13 @@ def test_fit_learns_checkpoint_keeps_stats_and_predict_writes_csv(tmp_path):
     assert {"train/loss", "val/loss", "val/acc", "val/acc_macro"} <= set(fit.callback_metrics)
     assert acc > 0.5, acc  # chance is 0.25
     assert model.class_names == ["ant", "bee", "cat", "dog"]
-    assert torch.allclose(model.latent_mean, data.latent_stats[0])
+    assert torch.allclose(model.model.normaliser.mean, data.latent_stats[0])
 
     path = tmp_path / "model.ckpt"
     fit.save_checkpoint(path)
     restored = ARCClassifier.load_from_checkpoint(path)
-    assert torch.equal(restored.latent_mean, model.latent_mean)
-    assert torch.equal(restored.latent_std, model.latent_std)
+    assert torch.equal(restored.model.normaliser.mean, model.model.normaliser.mean)
+    assert torch.equal(restored.model.normaliser.std, model.model.normaliser.std)
     restored.eval()
     model.eval()
     batch = next(iter(data.val_dataloader()))
@@ -367,10 +380,10 @@ def test_datamodule_stats_do_not_overwrite_stats_already_set(tmp_path):
     model = tiny()
     model.set_latent_stats(torch.full((Z,), 1.0), torch.full((Z,), 2.0))
     trainer(tmp_path).validate(model, datamodule=data, verbose=False)
-    assert torch.equal(model.latent_mean, torch.full((Z,), 1.0))
+    assert torch.equal(model.model.normaliser.mean, torch.full((Z,), 1.0))
     fresh = tiny()
     trainer(tmp_path).validate(fresh, datamodule=data, verbose=False)
-    assert torch.allclose(fresh.latent_mean, data.latent_stats[0])
+    assert torch.allclose(fresh.model.normaliser.mean, data.latent_stats[0])
     assert fresh.class_names == data.class_names
 
 
@@ -393,7 +406,7 @@ def test_block_learning_rate_and_onecycle_schedule(tmp_path):
     trainer(tmp_path, max_epochs=2).fit(model, datamodule=data)
     optimizer = model.optimizers().optimizer
     rest, blocks = optimizer.param_groups
-    assert {id(p) for p in blocks["params"]} == {id(p) for n, p in model.named_parameters() if n.startswith("backbone.stages.")}
+    assert {id(p) for p in blocks["params"]} == {id(p) for n, p in model.named_parameters() if n.startswith("model.backbone.stages.")}
     assert blocks["max_lr"] == pytest.approx(2e-4) and rest["max_lr"] == pytest.approx(2e-3)
     assert blocks["lr"] < 2e-4 / 10  # annealed by the end of the run
 
@@ -421,6 +434,6 @@ def test_shift_with_a_per_cloud_grid_warns():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        tiny(augment={"shift": 2.0}, backbone={**TINY, "grid_origin": "frame"})
+        tiny(augment={"shift": 2.0}, backbone=backbone(grid_origin="frame"))
     with pytest.raises(ClassifierConfigError, match="grid_origin"):
-        tiny(backbone={**TINY, "grid_origin": "image"})
+        tiny(backbone=backbone(grid_origin="image"))

@@ -28,21 +28,21 @@ def workdir(tmp_path, monkeypatch):
 
 def test_fit_then_test_then_predict(workdir):
     cli = main(["fit", "--config", "tiny.yaml"])
-    best = workdir / "runs/tiny/checkpoints/best.ckpt"
-    assert best.exists()
+    best = workdir / "runs/tiny/version_0/checkpoints/best.ckpt"
+    assert best.exists() and (workdir / "runs/tiny/latest").resolve() == best.parents[1].resolve()
     metrics = cli.trainer.callback_metrics
     for name in ("test/acc", "test/acc_macro", "test/acc_class/disc"):
         assert name in metrics, sorted(metrics)
     assert cli.trainer.checkpoint_callback.monitor == "val/acc"
     assert cli.trainer.checkpoint_callback.best_model_score is not None
-    assert list((workdir / "runs/tiny/wandb").glob("offline-run-*")), "W&B did not run offline"
-    assert (workdir / "runs/tiny/config.yaml").exists() or list(workdir.glob("runs/tiny/**/config.yaml"))
+    assert list((workdir / "runs/tiny/version_0/wandb").glob("offline-run-*")), "W&B did not run offline"
+    assert (workdir / "runs/tiny/version_0/config.yaml").exists()
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-    assert "latent_mean" in "".join(checkpoint["state_dict"])
+    assert "model.normaliser.mean" in checkpoint["state_dict"]
     assert cli.datamodule.train_dataloader().pin_memory is False  # pinned only for a CUDA trainer
 
     main(["predict", "--config", "tiny.yaml", "--ckpt_path", str(best)])
-    rows = list(csv.DictReader(open(workdir / "runs/tiny/predictions.csv")))
+    rows = list(csv.DictReader(open(workdir / "runs/tiny/version_1/predictions.csv")))
     assert len(rows) == 8 and {"index", "label", "pred", "top1_prob"} <= set(rows[0])
     assert sorted(int(r["index"]) for r in rows) == list(range(8))
 
@@ -50,7 +50,7 @@ def test_fit_then_test_then_predict(workdir):
 def test_evaluating_on_a_new_canvas_fits_only_test_and_needs_the_training_decoder(workdir, capsys):
     """Paper Exp. 5: a model trained on one canvas, tested on randomly displaced images."""
     main(["fit", "--config", "tiny.yaml", "--test_after_fit", "false"])
-    best = workdir / "runs/tiny/checkpoints/best.ckpt"
+    best = workdir / "runs/tiny/version_0/checkpoints/best.ckpt"
     (decoder,) = (workdir / "data/decoders").glob("*.safetensors")
     assert torch.load(best, map_location="cpu", weights_only=False)["arc_decoder_hash"]
     displaced = ["test", "--config", "tiny.yaml", "--data.canvas", "{size: 16, mode: random}", "--ckpt_path", str(best)]
@@ -62,6 +62,17 @@ def test_evaluating_on_a_new_canvas_fits_only_test_and_needs_the_training_decode
     store = cli.datamodule.cloud_store
     assert store.counts == {"test": 8} and not (store.path / "train").exists(), "train was refitted"
     assert store.decoder_hash == cli.model.decoder_hash
+
+
+def test_every_run_has_its_own_folder_under_the_root_dir_given(workdir, capsys):
+    main(["fit", "--config", "tiny.yaml", "--trainer.max_epochs", "1", "--trainer.default_root_dir", "elsewhere"])
+    main(["fit", "--config", "tiny.yaml", "--trainer.max_epochs", "1", "--trainer.default_root_dir", "elsewhere"])
+    for version in (0, 1):
+        run = workdir / f"elsewhere/version_{version}"
+        assert (run / "checkpoints/best.ckpt").exists() and (run / "config.yaml").exists()
+        assert list((run / "wandb").glob("offline-run-*"))
+    assert not (workdir / "runs").exists()
+    assert f"checkpoint:  {workdir / 'elsewhere/version_1/checkpoints/best.ckpt'}" in capsys.readouterr().out
 
 
 def test_invalid_values_end_with_one_message(workdir, capsys):

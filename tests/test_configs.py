@@ -1,17 +1,22 @@
-"""Every shipped config parses and instantiates (its images swapped for bundled digits: no download)."""
+"""Every shipped config parses and instantiates (its images swapped for bundled digits: no download),
+and every pretraining config names the decoder its classifier config reads."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from arc.cli import build_cli
 from arc.classifier import ARCClassifier
 from arc.data.module import ARCDataModule, PretrainDataModule
 from arc.pretrain import DecoderPretraining
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).parents[1] / "configs"
+FRAGMENTS = ("base", "data")  # composed by the configs below, not run on their own
+CONFIGS = sorted(c for c in ROOT.rglob("*.yaml") if c.parent.name not in FRAGMENTS)
+CLASSIFIERS = sorted(ROOT.glob("*.yaml"))
 OFFLINE = ["--data.init_args.source", "digits", "--data.init_args.source_options", "{size: 16}",
            "--data.init_args.canvas", "null", "--data.init_args.root", "unused"]
 
@@ -29,7 +34,7 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
     torch.backends.cuda.matmul.allow_tf32 = config.stem != "demo"  # the config must set it either way
     cli = build_cli(["--config", str(config), *OFFLINE, "--trainer.logger", "false"], run=False)
     paper = config.parent.name != "pretrain" and config.stem != "demo"
-    assert torch.backends.cuda.matmul.allow_tf32 == paper, "paper configs train with TF32 (ARC-SPEC §9), others not"
+    assert torch.backends.cuda.matmul.allow_tf32 == paper, "paper configs train with TF32 (the authors' setting), others not"
     if config.parent.name == "pretrain":
         assert isinstance(cli.model, DecoderPretraining) and isinstance(cli.datamodule, PretrainDataModule)
     else:
@@ -50,3 +55,40 @@ def test_paper_configs_keep_the_paper_settings():
     assert data.batch_size == 1024 and cli.trainer.max_epochs == 300
     assert model.hparams.augment == {"mask": 0.3, "arcmix": {"alpha": 1.0}}
     assert cli.config["tf32"] is True and torch.backends.cuda.matmul.allow_tf32
+
+
+def resolved(config: Path, capsys) -> dict:
+    """The config as the CLI resolves it (composed files merged, defaults filled), without instantiating it."""
+    with pytest.raises(SystemExit) as done:
+        build_cli(["--config", str(config), "--print_config"], run=False)
+    assert done.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("config", CLASSIFIERS, ids=[c.stem for c in CLASSIFIERS])
+def test_pretraining_config_names_the_decoder_of_its_classifier_config(config, capsys):
+    pretrain = ROOT / "pretrain" / config.name
+    assert pretrain.exists(), f"no pretraining config for {config.name}"
+    classify, pretrained = resolved(config, capsys)["data"], resolved(pretrain, capsys)["data"]
+    assert classify["class_path"] == "arc.data.module.ARCDataModule"
+    assert pretrained["class_path"] == "arc.data.module.PretrainDataModule"
+    assert pretrained["init_args"] == classify["init_args"]  # the decoder path derives from these
+
+
+def test_a_composed_config_is_the_shared_blocks_plus_its_own_settings():
+    cli = build_cli(["--config", str(ROOT / "fmnist_pad100.yaml"), *OFFLINE, "--trainer.logger", "false"], run=False)
+    backbone = cli.model.model.backbone
+    assert backbone.grid_origin == "frame" and len(backbone.stages) == 4  # its own setting on the paper backbone
+    assert cli.datamodule.field.offset_scale == 20.0 and cli.trainer.max_epochs == 300
+
+
+def test_compose_errors_name_the_file(tmp_path):
+    from arc.cli import ComposeError, composed_files
+
+    (tmp_path / "a.yaml").write_text("compose: [b.yaml]\n")
+    (tmp_path / "b.yaml").write_text("compose: [a.yaml]\n")
+    with pytest.raises(ComposeError, match="cycle"):
+        composed_files(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("compose: [missing.yaml]\n")
+    with pytest.raises(ComposeError, match="missing.yaml.*composed by"):
+        composed_files(tmp_path / "c.yaml")

@@ -109,17 +109,6 @@ class ImageDataModule(L.LightningDataModule):
         return trainer.global_rank, trainer.world_size, trainer.strategy.barrier, device
 
 
-class PretrainDataModule(ImageDataModule):
-    """Serves the seeded train images of decoder pretraining; one batch = one optimisation step number."""
-
-    def pretraining_images(self) -> tuple[list[torch.Tensor], list[int]]:
-        """The readable images of the seeded pretraining subset of train and their source indices."""
-        return pretraining_images(self.source, self.field, self.pretrain)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(torch.arange(self.pretrain.steps), batch_size=None, shuffle=False)
-
-
 class EpochShuffle(Sampler[int]):
     """A permutation of ``range(size)`` per epoch, drawn from ``derive_generator(seed, "data-order", epoch)``.
 
@@ -264,3 +253,21 @@ class ARCDataModule(ImageDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_split, shuffle=False)
+
+
+class PretrainDataModule(ARCDataModule):
+    """Serves the seeded train images of decoder pretraining; one batch = one optimisation step number.
+
+    Takes the arguments of :class:`ARCDataModule` (one data block configures both stages, so the
+    pretraining run writes the decoder the classifier run reads) and fits no clouds.
+    """
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Nothing to prepare: the images are read when the pretraining module asks for them."""
+
+    def pretraining_images(self) -> tuple[list[torch.Tensor], list[int]]:
+        """The readable images of the seeded pretraining subset of train and their source indices."""
+        return pretraining_images(self.source, self.field, self.pretrain)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(torch.arange(self.pretrain.steps), batch_size=None, shuffle=False)
