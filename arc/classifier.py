@@ -6,6 +6,11 @@ train-only statistics it receives from the DataModule (``datamodule.latent_stats
 statistics. Augmentations (:mod:`arc.augment`) run in ``training_step`` only, on the device.
 Media (confusion matrices, clouds) and the prediction CSV are callbacks (:mod:`arc.callbacks`).
 
+Randomness: initialisation and every training draw derive from the training seed and their purpose,
+never from the global RNG's history: ("init"), ("augment", epoch, batch, rank) and ("model", epoch,
+batch, rank) for dropout, drop-path and curve order; so a run does not depend on what ran before
+(e.g. fitting the store).
+
 Logged: ``train/loss``, ``val/loss``, ``val/acc`` (top-1 micro), ``val/acc_macro``,
 ``test/loss``, ``test/acc``, ``test/acc_macro``, ``test/acc_class/<name>``.
 """
@@ -33,6 +38,29 @@ __all__ = ["ARCClassifier", "ClassifierConfigError", "DEFAULT_AUGMENT"]
 DEFAULT_AUGMENT: dict[str, Any] = {"mask": 0.3, "arcmix": {"alpha": 1.0}}
 """The paper's best recipe: masking 0.3 + ARCMix alpha 1 (thesis Table 5)."""
 
+def check_recipe(num_classes: int, scheduler: Any, warmup_epochs: Any, block_lr_scale: Any, label_smoothing: Any,
+                 eval_views: Any, eval_augment: Any, class_names: Any, top_k: Any) -> None:
+    """Raise :class:`ClassifierConfigError` for an invalid training or evaluation setting of :class:`ARCClassifier`."""
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ClassifierConfigError(f"top_k must be a positive int, got {top_k!r}")
+    if scheduler not in SCHEDULERS:
+        raise ClassifierConfigError(f"scheduler must be one of {list(SCHEDULERS)}, got {scheduler!r}")
+    if not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        raise ClassifierConfigError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
+    if not isinstance(block_lr_scale, (int, float)) or not block_lr_scale > 0:
+        raise ClassifierConfigError(f"block_lr_scale must be > 0, got {block_lr_scale!r}")
+    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+        raise ClassifierConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if not isinstance(eval_views, int) or eval_views < 1:
+        raise ClassifierConfigError(f"eval_views must be an int >= 1, got {eval_views!r}")
+    if eval_views > 1 and not eval_augment:
+        raise ClassifierConfigError("eval_views > 1 needs eval_augment (the augmentations of the extra views)")
+    if eval_augment and "arcmix" in eval_augment:
+        raise ClassifierConfigError("eval_augment cannot mix clouds (arcmix)")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ClassifierConfigError(f"class_names has {len(class_names)} names for {num_classes} classes")
+
+
 class ARCClassifier(pl.LightningModule):
     """Train and evaluate an :class:`~arc.model.ARCModel` (thesis §3.3 and App. B; docs/architecture.md).
 
@@ -48,10 +76,7 @@ class ARCClassifier(pl.LightningModule):
     ``eval_views - 1`` copies augmented with ``eval_augment`` (seeded per batch), for val, test, predict.
     class_names: names for per-class metrics and plots (default: the datamodule's, else "0", "1", ...).
     top_k: number of (class, probability) pairs ``predict_step`` returns.
-    seed: the training seed (default: the one ``seed_everything`` set). Initialisation and every
-    training draw derive from it and their purpose, never from the global RNG's history:
-    ("init"), ("augment", epoch, batch, rank) and ("model", epoch, batch, rank) for dropout,
-    drop-path and curve order; so a run does not depend on what ran before (e.g. fitting the store).
+    seed: the training seed (default: the one ``seed_everything`` set; see the module docstring).
     """
 
     def __init__(
@@ -74,24 +99,8 @@ class ARCClassifier(pl.LightningModule):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise ClassifierConfigError(f"top_k must be a positive int, got {top_k!r}")
-        if scheduler not in SCHEDULERS:
-            raise ClassifierConfigError(f"scheduler must be one of {list(SCHEDULERS)}, got {scheduler!r}")
-        if not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-            raise ClassifierConfigError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
-        if not isinstance(block_lr_scale, (int, float)) or not block_lr_scale > 0:
-            raise ClassifierConfigError(f"block_lr_scale must be > 0, got {block_lr_scale!r}")
-        if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
-            raise ClassifierConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        if not isinstance(eval_views, int) or eval_views < 1:
-            raise ClassifierConfigError(f"eval_views must be an int >= 1, got {eval_views!r}")
-        if eval_views > 1 and not eval_augment:
-            raise ClassifierConfigError("eval_views > 1 needs eval_augment (the augmentations of the extra views)")
-        if eval_augment and "arcmix" in eval_augment:
-            raise ClassifierConfigError("eval_augment cannot mix clouds (arcmix)")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ClassifierConfigError(f"class_names has {len(class_names)} names for {num_classes} classes")
+        check_recipe(num_classes, scheduler, warmup_epochs, block_lr_scale, label_smoothing, eval_views, eval_augment,
+                     class_names, top_k)
         self.save_hyperparameters()
         self.seed = run_seed(seed)
         self.hparams.seed = self.seed  # the checkpoint records the seed actually used
@@ -166,14 +175,7 @@ class ARCClassifier(pl.LightningModule):
                 "with --data.decoder PATH (e.g. to evaluate on a new canvas)"
             )
 
-    def on_validation_start(self) -> None:
-        self.check_decoder()
-
-    def on_test_start(self) -> None:
-        self.check_decoder()
-
-    def on_predict_start(self) -> None:
-        self.check_decoder()
+    on_validation_start = on_test_start = on_predict_start = check_decoder  # every evaluation reads clouds too
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["arc_decoder_hash"] = self.decoder_hash
