@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from arc.cloud import CloudBatch
-from arc.data.sources import ImageReadError, ImageSource, ImageSplit
+from arc.data.sources import SPLITS, ImageReadError, ImageSource, ImageSplit
 from arc.field.colour import check_image
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decoder import load_decoder, save_decoder
@@ -32,7 +32,6 @@ from arc.store import default_decoder_path as keyed_decoder_path
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 Barrier = Callable[[], None]
 
 

@@ -12,10 +12,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
-from arc.data.sources import open_source
+from arc.data.clouds import CloudDataset
+from arc.data.sources import SPLITS, open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
-from arc.pipeline import SPLITS, anchor_stage, default_decoder_path, open_store, pretrain_stage
-from arc.store import CloudDataset, CloudStore
+from arc.pipeline import anchor_stage, default_decoder_path, open_store, pretrain_stage
+from arc.store import CloudStore
 
 FIELD = FieldConfig(latent_dim=8, neighbours=4, latents_per_pixel=0.1)
 PRETRAIN = PretrainConfig(images=6, steps=15)

@@ -19,12 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
+from arc.data.clouds import CloudDataset
 from arc.data.sources import open_source
 from arc.edits import apply_edits, parse_edit
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decoder import load_decoder, save_decoder
 from arc.field.fitting import fit_clouds, new_decoder, pretrain_decoder
-from arc.store import CloudDataset, CloudStore, latent_statistics
+from arc.store import CloudStore, latent_statistics
 from arc.viz import psnr, render_view
 
 ROOT = Path(__file__).resolve().parents[1]

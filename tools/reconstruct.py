@@ -31,9 +31,10 @@ import torch
 from torch import Tensor
 
 from arc.cloud import CloudBatch
+from arc.data.clouds import CloudDataset
 from arc.edits import Edit, apply_edits, parse_edit
 from arc.field.decoder import Decoder, load_decoder
-from arc.store import CloudDataset, CloudStore, StoreError
+from arc.store import CloudStore, StoreError
 from arc.viz import Frame, image_grid, psnr, render_view, save_png
 
 log = logging.getLogger("reconstruct")

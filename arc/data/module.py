@@ -13,12 +13,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from arc.data.sources import ImageSource, open_source
+from arc.data.clouds import CloudDataset, collate_clouds
+from arc.data.sources import SPLITS, ImageSource, open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
-from arc.pipeline import SPLITS, anchor_stage, default_decoder_path, open_store, pretrain_stage, pretraining_images
+from arc.pipeline import anchor_stage, default_decoder_path, open_store, pretrain_stage, pretraining_images
 from arc.field.decoder import load_decoder
 from arc.seeding import derive_generator, run_seed
-from arc.store import CloudDataset, CloudStore, collate_clouds
+from arc.store import CloudStore
 from arc.viz import log_reconstructions
 
 log = logging.getLogger(__name__)
