@@ -147,7 +147,7 @@ def test_anchoring_refuses_a_decoder_file_swapped_under_the_store(tmp_path):
     path = pretrain_stage(source, FIELD, PRETRAIN, tmp_path / "decoder.safetensors")
     store = open_store(source, FIELD, FIT, path, tmp_path, shard_size=4)
     pretrain_stage(source, FIELD, PretrainConfig(images=6, steps=3), tmp_path / "other.safetensors").replace(path)
-    with pytest.raises(ValueError, match="is not the decoder of store"):
+    with pytest.raises(ValueError, match="is not the decoder the store"):
         anchor_stage(source, FIELD, FIT, store)
 
 
