@@ -11,6 +11,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from arc import ragged
+
 
 class CloudError(ValueError):
     """A cloud batch violates the data contract."""
@@ -51,15 +53,15 @@ class CloudBatch:
 
     def counts(self) -> Tensor:
         """[B] int64 number of points per cloud."""
-        return torch.diff(self.offset, prepend=self.offset.new_zeros(1))
+        return ragged.counts(self.offset)
 
     def starts(self) -> Tensor:
         """[B] int64 start index of each cloud."""
-        return self.offset - self.counts()
+        return ragged.starts(self.offset)
 
     def batch_ids(self) -> Tensor:
         """[N] int64 cloud number of every point."""
-        return torch.repeat_interleave(torch.arange(len(self), device=self.device), self.counts())
+        return ragged.batch_ids(self.counts())
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "CloudBatch":
         return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
@@ -71,14 +73,11 @@ class CloudBatch:
         """The sub-batch of the given cloud numbers, in that order."""
         clouds = torch.as_tensor(clouds, dtype=torch.long, device=self.device)
         counts = self.counts()[clouds]
-        starts = self.starts()[clouds]
-        point_ids = torch.repeat_interleave(starts - torch.cumsum(counts, 0) + counts, counts) + torch.arange(
-            int(counts.sum()), device=self.device
-        )
+        point_ids = ragged.range_indices(self.starts()[clouds], counts)
         return CloudBatch(
             pos=self.pos[point_ids],
             lat=self.lat[point_ids],
-            offset=torch.cumsum(counts, 0),
+            offset=ragged.offsets(counts),
             label=self.label[clouds],
             size=self.size[clouds],
             index=self.index[clouds],

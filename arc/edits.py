@@ -1,7 +1,7 @@
 """Latent-space edits of one stored cloud: move, rotate, flip, scale, push, mask, mix and noise.
 
 An edit is written ``name:key=value,...`` (see :func:`parse_edit`) and applied to an
-:class:`EditState`, cumulatively. Conventions (docs/architecture.md): positions are
+:class:`EditState`, cumulatively. Conventions (:mod:`arc.geometry`): positions are
 (row, col) pixels, origin top-left; the image centre is ((H-1)/2, (W-1)/2); ``dx`` = +col,
 ``dy`` = +row; a positive angle turns counter-clockwise as the image is displayed.
 
@@ -46,75 +46,13 @@ from torch import Tensor
 
 from arc.augment import Mask, Push
 from arc.cloud import CloudBatch
+from arc.geometry import Affine, image_centre
 
-__all__ = ["EditError", "Affine", "Edit", "EditState", "EDITS", "parse_edit", "apply_edit", "apply_edits"]
+__all__ = ["EditError", "Edit", "EditState", "EDITS", "parse_edit", "apply_edit", "apply_edits"]
 
 
 class EditError(ValueError):
     """An edit is unknown, malformed, or cannot be applied to this cloud."""
-
-
-# ---------------------------------------------------------------- affine maps of (row, col) points
-
-
-def _cos_sin(degrees: float) -> tuple[float, float]:
-    """cos and sin of an angle in degrees; exact (0, +-1) for multiples of 90 degrees."""
-    quarter = degrees / 90.0
-    if float(quarter).is_integer():
-        return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(quarter) % 4]
-    radians = math.radians(degrees)
-    return math.cos(radians), math.sin(radians)
-
-
-@dataclass(frozen=True)
-class Affine:
-    """The map p -> A p + t of (row, col) points; A [2, 2] and t [2] are float64."""
-
-    matrix: Tensor = field(default_factory=lambda: torch.eye(2, dtype=torch.float64))
-    shift: Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64))
-
-    @classmethod
-    def translation(cls, dy: float, dx: float) -> "Affine":
-        return cls(shift=torch.tensor([dy, dx], dtype=torch.float64))
-
-    @classmethod
-    def linear_about(cls, matrix: Sequence[Sequence[float]], pivot: Sequence[float]) -> "Affine":
-        """p -> A (p - pivot) + pivot."""
-        a = torch.tensor(matrix, dtype=torch.float64)
-        c = torch.tensor(pivot, dtype=torch.float64)
-        return cls(a, c - a @ c)
-
-    @classmethod
-    def rotation(cls, degrees: float, pivot: Sequence[float]) -> "Affine":
-        """Counter-clockwise as displayed (row axis down): d_row' = d_row cos - d_col sin, d_col' = d_col cos + d_row sin."""
-        cos, sin = _cos_sin(degrees)
-        return cls.linear_about(((cos, -sin), (sin, cos)), pivot)
-
-    @classmethod
-    def flip(cls, axis: str, pivot: Sequence[float]) -> "Affine":
-        """axis "h": col -> 2 pivot_col - col (left-right); "v": row -> 2 pivot_row - row (up-down)."""
-        return cls.linear_about(((1.0, 0.0), (0.0, -1.0)) if axis == "h" else ((-1.0, 0.0), (0.0, 1.0)), pivot)
-
-    @classmethod
-    def scaling(cls, factor: float, pivot: Sequence[float]) -> "Affine":
-        return cls.linear_about(((factor, 0.0), (0.0, factor)), pivot)
-
-    @property
-    def is_identity(self) -> bool:
-        return bool(torch.equal(self.matrix, torch.eye(2, dtype=torch.float64)) and not bool(self.shift.any()))
-
-    def then(self, other: "Affine") -> "Affine":
-        """The map ``other(self(p))``."""
-        return Affine(other.matrix @ self.matrix, other.matrix @ self.shift + other.shift)
-
-    def inverse(self) -> "Affine":
-        inv = torch.linalg.inv(self.matrix)
-        return Affine(inv, -(inv @ self.shift))
-
-    def __call__(self, points: Tensor) -> Tensor:
-        """points [N, 2] -> [N, 2] (computed in float64, returned in the input dtype and device)."""
-        a, t = self.matrix.to(points.device), self.shift.to(points.device)
-        return (points.double() @ a.T + t).to(points.dtype)
 
 
 # ---------------------------------------------------------------- parsing
@@ -323,8 +261,9 @@ class EditState:
 
 
 def _centre(cloud: CloudBatch) -> tuple[float, float]:
-    h, w = cloud.size[0].tolist()
-    return (h - 1) / 2.0, (w - 1) / 2.0
+    """The (row, col) image centre of a one-cloud batch, in pixels."""
+    row, col = image_centre(cloud.size[0], torch.float64).tolist()
+    return row, col
 
 
 def _pivot(cloud: CloudBatch, params: dict[str, Any]) -> tuple[float, float]:

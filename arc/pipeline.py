@@ -3,6 +3,9 @@
 pretrain_stage: source -> decoder checkpoint (skipped when it exists).
 anchor_stage:   source + decoder -> sharded cloud store (resumable, split across ranks).
 
+``save_pretrained`` writes a pretrained decoder with its record (also for the Lightning
+pretraining) and ``store_decoder`` is the one place a store's decoder is loaded and checked.
+
 The anchoring DataModule calls these from ``setup()``; ``tools/anchor.py``
 calls them for users who fit once and train many classifiers.
 """
@@ -20,19 +23,19 @@ import torch
 from tqdm.auto import tqdm
 
 from arc.cloud import CloudBatch
-from arc.data.sources import ImageReadError, ImageSource, ImageSplit
+from arc.data.sources import SPLITS, ImageReadError, ImageSource, ImageSplit
 from arc.field.colour import check_image
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
-from arc.field.decoder import load_decoder, save_decoder
-from arc.field.errors import FieldInputError
-from arc.field.fitting import fit_clouds, intra_op_threads, pretrain_decoder
+from arc.field.decoder import Decoder, DecoderMeta, load_decoder, save_decoder
+from arc.field.errors import DecoderFileError, FieldInputError
+from arc.field.fitting import fit_clouds, intra_op_threads
+from arc.field.pretraining import pretrain_decoder
 from arc.field.sampling import latent_count
 from arc.store import CloudStore, decoder_key, default_store_dir, latent_statistics, store_key
 from arc.store import default_decoder_path as keyed_decoder_path
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 Barrier = Callable[[], None]
 
 
@@ -105,11 +108,44 @@ def pretrain_stage(
 
     decoder, psnr = pretrain_decoder(images, field, pretrain, "train", indices, device=device, progress=progress)
     bar.close()
-    meta = {"source": source.spec, "source_hash": source.identity_hash, "images": len(images),
-            "psnr_mean": f"{psnr.mean().item():.4f}"}
+    return save_pretrained(path, decoder, source, psnr)
+
+
+def save_pretrained(path: str | Path, decoder: Decoder, source: ImageSource, psnr: torch.Tensor) -> Path:
+    """Save a decoder pretrained on ``source`` with its record: the source, the number of pretraining
+    images and their mean PSNR (dB), from their [B] ``psnr``."""
+    meta = DecoderMeta.of(decoder, source=source.spec, source_hash=source.identity_hash, images=len(psnr),
+                          psnr_mean=psnr.mean().item())
     save_decoder(path, decoder, meta)
-    log.info("pretrained decoder on %d images, mean PSNR %.2f dB -> %s", len(images), psnr.mean().item(), path)
-    return path
+    log.info("pretrained decoder on %d images, mean PSNR %.2f dB -> %s", meta.images, meta.psnr_mean, path)
+    return Path(path)
+
+
+def store_decoder(store: CloudStore, path: Optional[str | Path] = None) -> Decoder:
+    """The decoder (CPU, eval mode) the clouds of ``store`` were fitted with: ``path``, or else the manifest's
+    ``decoder_path`` (a relative one is also looked up in the store directory).
+
+    Raises :class:`DecoderFileError` when it is missing or unreadable, or its content hash (or z, n) is not the store's.
+    """
+    given = path is not None
+    path = path if given else store.decoder_path
+    if path is None:
+        raise DecoderFileError(f"{store.path}: the manifest names no decoder")
+    candidates = [Path(path)] if given or Path(path).is_absolute() else [Path(path), store.path / path]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise DecoderFileError(f"decoder checkpoint {path} not found{'' if given else ' (from the store manifest)'}")
+    decoder, meta = load_decoder(found)
+    if meta.hash != store.decoder_hash:
+        raise DecoderFileError(
+            f"decoder {found} (content hash {meta.hash[:12]}) is not the decoder the store {store.path} was fitted "
+            f"with (hash {store.decoder_hash[:12]}); clouds decode only with their own decoder and are never mixed"
+        )
+    field = store.manifest.get("field", {})
+    if (field.get("latent_dim"), field.get("neighbours")) not in ((None, None), (decoder.latent_dim, decoder.neighbours)):
+        raise DecoderFileError(f"decoder {found} has z={decoder.latent_dim}, n={decoder.neighbours}; the store has "
+                               f"z={field.get('latent_dim')}, n={field.get('neighbours')}")
+    return decoder.eval()
 
 
 def open_store(
@@ -119,14 +155,14 @@ def open_store(
     """Create or reopen the store keyed by (source identity, field, fit, decoder hash)."""
     _, meta = load_decoder(decoder_path)
     fit_settings = {name: value for name, value in asdict(fit).items() if name != "pixel_budget"}  # memory, not maths
-    key = store_key(source.identity, asdict(field), fit_settings, meta["hash"])
+    key = store_key(source.identity, asdict(field), fit_settings, meta.hash)
     directory = Path(path) if path is not None else default_store_dir(store_root, source.spec, key)
     return CloudStore.create_or_open(directory, {
         "source": source.identity,
         "field": asdict(field),
         "fit": fit_settings,
         "spacing": field.spacing,
-        "decoder_hash": meta["hash"],
+        "decoder_hash": meta.hash,
         "decoder_path": str(decoder_path),
         "shard_size": shard_size,
     })
@@ -206,16 +242,9 @@ def anchor_stage(
     splits = [split for split in splits if not store.has_split(split)]
     if not splits:
         return store
-    decoder, meta = load_decoder(store.manifest["decoder_path"])
-    if meta["hash"] != store.decoder_hash:
-        raise ValueError(
-            f"{store.manifest['decoder_path']} is not the decoder of store {store.path} (hash {meta['hash']}, "
-            f"the store's {store.decoder_hash}); clouds of two decoders are never mixed"
-        )
+    decoder = store_decoder(store)
     if decoder.channels != source.channels:
-        raise ValueError(
-            f"decoder {store.manifest['decoder_path']} outputs {decoder.channels} channels but {source.spec} has {source.channels}"
-        )
+        raise ValueError(f"decoder {store.decoder_path} outputs {decoder.channels} channels but {source.spec} has {source.channels}")
     device = torch.device(device)
     decoder = decoder.to(device)  # once, not per shard
     if shard_workers is None:

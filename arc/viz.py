@@ -5,7 +5,7 @@ arrays [H, W, 3] (matplotlib, Agg canvas, no display needed). PSNR is on the [0,
 data_range 1 (docs/architecture.md).
 
 Sub-pixel rendering: at ``scale`` s, output pixel i sits at content coordinate
-(i + 0.5) / s - 0.5 (the sub-pixel centres, as in :func:`arc.field.decode.render`).
+(i + 0.5) / s - 0.5 (the sub-pixel centres, :func:`arc.geometry.pixel_centres`).
 A :class:`Frame` puts the image on a larger canvas: content pixel (r, c) lands on canvas
 pixel (r + top, c + left), so an edit that moves content outside the image stays visible.
 """
@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from arc.cloud import CloudBatch
-from arc.edits import Affine
 from arc.field.colour import from_fit_space
 from arc.field.decode import decode_queries
 from arc.field.decoder import Decoder
+from arc.geometry import Affine, pixel_centres
 
 __all__ = [
     "Frame",
@@ -89,10 +89,9 @@ class Frame:
         return cls(height, width, (height - h) // 2, (width - w) // 2)
 
     def queries(self, scale: int = 1) -> Tensor:
-        """[H·s · W·s, 2] float32 content (row, col) of every output pixel, row-major (float32 arithmetic
-        as in :func:`arc.field.decode.render`, so the image frame gives bit-identical queries)."""
-        rows = (torch.arange(self.height * scale, dtype=torch.float32) + 0.5) / scale - 0.5 - self.top
-        cols = (torch.arange(self.width * scale, dtype=torch.float32) + 0.5) / scale - 0.5 - self.left
+        """[H·s · W·s, 2] float32 content (row, col) of every output pixel, row-major (the same
+        :func:`arc.geometry.pixel_centres` as :func:`arc.field.decode.render`)."""
+        rows, cols = pixel_centres(self.height, scale, self.top), pixel_centres(self.width, scale, self.left)
         return torch.cartesian_prod(rows, cols)
 
     def place(self, image: Tensor, scale: int = 1) -> Tensor:

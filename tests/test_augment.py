@@ -195,17 +195,6 @@ def test_noise_changes_latents_only_with_given_std():
     assert torch.equal(out.pos, batch.pos)
 
 
-def test_p_zero_is_identity_for_every_op():
-    batch = make_batch([3, 40, 7])
-    ops = [Noise(p=0), Mask(0.5, p=0), Push(p=0), Rotate(p=0), Flip(p=0), Shift(p=0), ARCMix(10, p=0)]
-    for op in ops:
-        out = op(batch, gen(10))
-        for name in ("pos", "lat", "offset", "label"):
-            assert torch.equal(getattr(out, name), getattr(batch, name)), (op, name)
-    out = build_augmentations({}, num_classes=10)(batch, generator=gen(10))
-    assert torch.equal(out.pos, batch.pos) and torch.equal(out.lat, batch.lat)
-
-
 def test_per_cloud_probability_leaves_some_clouds_untouched():
     batch = make_batch([4] * 200)
     out = Shift(pixels=3.0, p=0.5)(batch, gen(11))

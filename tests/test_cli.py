@@ -12,7 +12,7 @@ from arc.cli import anchor_main, main
 from arc.data.sources import open_source
 from arc.field.config import FieldConfig, PretrainConfig
 from arc.field.decoder import load_decoder
-from arc.field.fitting import pretrain_decoder
+from arc.field.pretraining import pretrain_decoder
 from arc.pipeline import pretraining_images
 
 DATA = Path(__file__).parent / "data"

@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from arc.augment import Flip, Rotate
 from arc.cloud import CloudBatch
-from arc.edits import Affine, EditError, EditState, apply_edit, apply_edits, parse_edit
+from arc.edits import EditError, EditState, apply_edit, apply_edits, parse_edit
 from arc.field.decoder import Decoder
+from arc.geometry import Affine
 from arc.viz import Frame, render_view
 
 Z, N, S = 6, 4, 3.0
@@ -102,36 +102,6 @@ def test_parse_errors_name_the_problem(spec, message):
     with pytest.raises(EditError) as err:
         parse_edit(spec)
     assert message in str(err.value)
-
-
-# ---------------------------------------------------------------- conventions
-
-
-def test_affine_agrees_with_the_augmentations():
-    """The edit maths follows arc.augment's conventions (counter-clockwise as displayed, h = mirror columns)."""
-    cloud = _cloud(size=(20, 30))
-    centre = (9.5, 14.5)
-    for degrees in (90.0, 33.0, -120.0):
-        expected = Rotate(degrees, fixed=True)(cloud).pos
-        assert torch.allclose(Affine.rotation(degrees, centre)(cloud.pos), expected, atol=1e-4)
-    horizontal = Flip(p=1.0, horizontal=True, vertical=False)(cloud).pos
-    vertical = Flip(p=1.0, horizontal=False, vertical=True)(cloud).pos
-    assert torch.allclose(Affine.flip("h", centre)(cloud.pos), horizontal)
-    assert torch.allclose(Affine.flip("v", centre)(cloud.pos), vertical)
-    # a point right of the centre moves up (smaller row) for +90 degrees
-    moved = Affine.rotation(90.0, centre)(torch.tensor([[9.5, 20.5]]))
-    assert torch.allclose(moved, torch.tensor([[3.5, 14.5]]))
-
-
-def test_affine_composition_and_inverse():
-    t = Affine.rotation(30.0, (4.0, 5.0)).then(Affine.translation(2.0, -1.0)).then(Affine.scaling(1.5, (0.0, 0.0)))
-    p = torch.randn(10, 2, dtype=torch.float64) * 10
-    expected = (Affine.rotation(30.0, (4.0, 5.0))(p) + torch.tensor([2.0, -1.0], dtype=torch.float64)) * 1.5
-    assert torch.allclose(t(p), expected)
-    assert torch.allclose(t.inverse()(t(p)), p)
-    assert Affine().is_identity and not Affine.translation(0.0, 1.0).is_identity
-    quarter = Affine.rotation(90.0, (0.0, 0.0)).matrix
-    assert torch.equal(quarter, torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64))
 
 
 # ---------------------------------------------------------------- exactness

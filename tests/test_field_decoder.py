@@ -7,6 +7,7 @@ import torch
 from arc.field import (
     Decoder,
     DecoderFileError,
+    DecoderMeta,
     FieldConfig,
     FieldGroup,
     decode_queries,
@@ -30,11 +31,11 @@ def test_decoder_shape_and_layers():
 
 def test_hash_stable_across_save_load(tmp_path):
     dec = new_decoder(FieldConfig(), 1, seed=3)
-    digest = save_decoder(tmp_path / "d.safetensors", dec, {"source": "npz:x", "settings": [1, 2]})
+    digest = save_decoder(tmp_path / "d.safetensors", dec, DecoderMeta.of(dec, source="npz:x", extra={"settings": [1, 2]}))
     assert digest == decoder_hash(dec)
     loaded, meta = load_decoder(tmp_path / "d.safetensors")
-    assert decoder_hash(loaded) == digest == meta["hash"]
-    assert meta["source"] == "npz:x" and meta["settings"] == [1, 2] and meta["channels"] == 1
+    assert decoder_hash(loaded) == digest == meta.hash
+    assert meta.source == "npz:x" and meta.extra == {"settings": [1, 2]} and meta.channels == 1 and meta.images is None
     for a, b in zip(dec.parameters(), loaded.parameters()):
         assert torch.equal(a, b)
     assert decoder_hash(new_decoder(FieldConfig(), 1, seed=3)) == digest
@@ -44,7 +45,7 @@ def test_hash_stable_across_save_load(tmp_path):
 
 def test_corrupt_and_foreign_files(tmp_path):
     path = tmp_path / "d.safetensors"
-    save_decoder(path, Decoder(8, 2, 1), {})
+    save_decoder(path, Decoder(8, 2, 1))
     raw = bytearray(path.read_bytes())
     raw[-3] ^= 0xFF  # flip bits inside the last tensor
     bad = tmp_path / "bad.safetensors"
@@ -111,3 +112,21 @@ def test_render_scale_and_canvas():
     one = clouds.cloud(0)
     val = decode_queries(dec, one, q, torch.tensor([1]), field.spacing, field.neighbours)
     torch.testing.assert_close(big[0][:, 1, 1], (val[0] * one.colour_std[0] + one.colour_mean[0]).clamp(0, 1))
+
+
+def test_the_record_round_trips_and_reads_files_written_before_it(tmp_path):
+    dec = new_decoder(FieldConfig(), 1, seed=3)
+    meta = DecoderMeta.of(dec, source="digits", source_hash="ab12", images=3, psnr_mean=21.123449)
+    header = meta.to_json()
+    assert json.loads(header["meta"]) == {"images": 3, "psnr_mean": "21.1234", "source": "digits", "source_hash": "ab12"}
+    assert DecoderMeta.from_json(header) == DecoderMeta.of(dec, source="digits", source_hash="ab12", images=3, psnr_mean=21.1234)
+    with pytest.raises(ValueError, match="does not describe"):
+        save_decoder(tmp_path / "x.safetensors", new_decoder(FieldConfig(), 1, seed=4), meta)
+    # the header the pretraining LightningModule wrote before the record (numbers as strings, a "pretrain" string)
+    from safetensors.torch import save_file
+
+    old = {**header, "meta": json.dumps({"source": "digits", "images": "3", "psnr_mean": "20.5000", "pretrain": "{'steps': 5}"})}
+    save_file({k: v.contiguous() for k, v in dec.state_dict().items()}, str(tmp_path / "old.safetensors"), metadata=old)
+    _, read = load_decoder(tmp_path / "old.safetensors")
+    assert (read.source, read.images, read.psnr_mean, read.source_hash) == ("digits", 3, 20.5, None)
+    assert read.extra == {"pretrain": "{'steps': 5}"} and read.hash == decoder_hash(dec)

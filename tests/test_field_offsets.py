@@ -138,7 +138,7 @@ def test_the_decoder_carries_its_offset_scale(tmp_path):
     assert decoder_hash(per_image) != decoder_hash(spacing)  # same weights, other inputs
     save_decoder(tmp_path / "p.safetensors", per_image)
     loaded, meta = load_decoder(tmp_path / "p.safetensors")
-    assert loaded.offset_scale == meta["offset_scale"] == "per_image" and meta["hash"] == decoder_hash(per_image)
+    assert loaded.offset_scale == meta.offset_scale == "per_image" and meta.hash == decoder_hash(per_image)
     # a checkpoint written before the option (no offset_scale in its metadata) is a spacing decoder
     tensors = {k: v.contiguous() for k, v in spacing.state_dict().items()}
     save_file(tensors, str(tmp_path / "old.safetensors"), metadata={

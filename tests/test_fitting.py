@@ -9,7 +9,7 @@ from arc.field import (
     FieldGroup,
     FieldInputError,
     FitConfig,
-    FrozenStep,
+    LatentGradient,
     PretrainConfig,
     fit_clouds,
     fit_group,
@@ -106,8 +106,8 @@ def test_split_step_equals_unsplit_step():
     grads = []
     for group in groups:
         grad = torch.zeros_like(group.latents)
-        engine = FrozenStep(dec, group)
-        loss = sum(engine.accumulate(group.latents.detach(), grad, p) for p in group.passes(0))
+        gradient = LatentGradient(dec, group)
+        loss = sum(gradient.accumulate(group.latents.detach(), grad, p) for p in group.passes(0))
         grads.append((grad, loss))
     torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-9)
     torch.testing.assert_close(grads[0][1], grads[1][1])
@@ -122,7 +122,7 @@ def test_manual_gradient_equals_autograd(channels):
         group.latents.normal_(generator=torch.Generator().manual_seed(0))
     for step in range(5):
         grad = torch.zeros_like(group.latents)
-        manual = sum(FrozenStep(dec, group, micro_batch=17).accumulate(group.latents.detach(), grad, p) for p in group.passes(step))
+        manual = sum(LatentGradient(dec, group, micro_batch=17).accumulate(group.latents.detach(), grad, p) for p in group.passes(step))
         group.latents.grad = None
         auto = sum(group.loss(dec, group.latents, p) for p in group.passes(step))
         auto.backward()
@@ -139,7 +139,7 @@ def test_low_precision_gradient_is_close():
     grads = []
     for dtype in (torch.float32, torch.bfloat16):
         grad = torch.zeros_like(group.latents)
-        FrozenStep(dec, group, dtype).accumulate(group.latents.detach(), grad, group.passes(0)[0])
+        LatentGradient(dec, group, dtype).accumulate(group.latents.detach(), grad, group.passes(0)[0])
         grads.append(grad)
     assert grads[1].dtype == torch.float32
     cosine = torch.nn.functional.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0)
@@ -215,10 +215,10 @@ def test_one_step_on_large_image_with_small_budget():
     assert len(passes) == math.ceil(480_000 / budget) and max(p.size for p in passes) <= budget
     assert max(p.size for p in group.all_passes()) <= budget
     dec = new_decoder(group.field, 1, seed=0)
-    engine = FrozenStep(dec, group)
+    gradient = LatentGradient(dec, group)
     grad = torch.zeros_like(group.latents)
     for piece in passes:
-        engine.accumulate(group.latents.detach(), grad, piece)
+        gradient.accumulate(group.latents.detach(), grad, piece)
     assert bool(torch.isfinite(grad).all()) and float(grad.abs().sum()) > 0
 
 
@@ -282,7 +282,7 @@ def test_running_out_of_gpu_memory_names_the_pixel_budget(monkeypatch):
     def no_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(FrozenStep, "accumulate", no_memory)
+    monkeypatch.setattr(LatentGradient, "accumulate", no_memory)
     group = FieldGroup(smooth_images([(8, 8)], 1), FIELD, "train", [0], 0, 0.25, 777)
     with pytest.raises(torch.cuda.OutOfMemoryError, match="pixel_budget=777 .* lower it"):
         fit_group(group, new_decoder(FIELD, 1, seed=0), FitConfig(steps=2))

@@ -12,10 +12,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
 
-from arc.data.sources import open_source
+from arc.data.clouds import CloudDataset
+from arc.data.sources import SPLITS, open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
-from arc.pipeline import SPLITS, anchor_stage, default_decoder_path, open_store, pretrain_stage
-from arc.store import CloudDataset, CloudStore
+from arc.pipeline import anchor_stage, default_decoder_path, open_store, pretrain_stage
+from arc.store import CloudStore
 
 FIELD = FieldConfig(latent_dim=8, neighbours=4, latents_per_pixel=0.1)
 PRETRAIN = PretrainConfig(images=6, steps=15)
@@ -146,7 +147,7 @@ def test_anchoring_refuses_a_decoder_file_swapped_under_the_store(tmp_path):
     path = pretrain_stage(source, FIELD, PRETRAIN, tmp_path / "decoder.safetensors")
     store = open_store(source, FIELD, FIT, path, tmp_path, shard_size=4)
     pretrain_stage(source, FIELD, PretrainConfig(images=6, steps=3), tmp_path / "other.safetensors").replace(path)
-    with pytest.raises(ValueError, match="is not the decoder of store"):
+    with pytest.raises(ValueError, match="is not the decoder the store"):
         anchor_stage(source, FIELD, FIT, store)
 
 

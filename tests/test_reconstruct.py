@@ -1,4 +1,4 @@
-"""tools/reconstruct.py on a tiny fitted store: outputs, the paper's approximate rotations, bad input.
+"""tools/reconstruct.py (:mod:`arc.reconstruct`) on a tiny fitted store: outputs, the paper's approximate rotations, bad input.
 
 The store (built once per module, ~10 s on 2 idle cores): seeded 24x24 ``shapes`` images,
 a decoder pretrained on the 2 train images, clouds fitted for the test split only, test image 3
@@ -6,7 +6,6 @@ recorded as skipped. The CLI is driven through ``main(argv)`` (fast); one subpro
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,12 +18,15 @@ import pytest
 import torch
 from PIL import Image
 
+from arc import reconstruct as tool
+from arc.data.clouds import CloudDataset
 from arc.data.sources import open_source
 from arc.edits import apply_edits, parse_edit
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decoder import load_decoder, save_decoder
-from arc.field.fitting import fit_clouds, new_decoder, pretrain_decoder
-from arc.store import CloudDataset, CloudStore, latent_statistics
+from arc.field.fitting import fit_clouds
+from arc.field.pretraining import new_decoder, pretrain_decoder
+from arc.store import CloudStore, latent_statistics
 from arc.viz import psnr, render_view
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,16 +34,6 @@ TOOL = ROOT / "tools" / "reconstruct.py"
 FIELD = FieldConfig(latent_dim=16, neighbours=4, latents_per_pixel=0.1)
 SKIPPED = {"test": [3]}
 SOURCE_OPTIONS = dict(size=24, count={"train": 2, "val": 1, "test": 4})
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("reconstruct_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
 
 
 @pytest.fixture(scope="module")

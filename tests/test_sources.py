@@ -1,6 +1,8 @@
-"""Image sources: npz, imagefolder, digits, shapes, torchvision (faked MNIST files), split rules, bad input."""
+"""Image sources: npz, imagefolder, digits, shapes, torchvision (faked files), split rules, bad input, and one
+contract battery over every source kind."""
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -259,10 +261,10 @@ def test_shapes_deterministic_any_resolution():
         open_source("shapes", count={"train": 3})
 
 
-def test_torchvision_mnist_from_local_files_and_missing(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
+def _fake_mnist(root: Path, rng: np.random.Generator) -> tuple[dict, dict]:
+    """MNIST's raw idx files under root/MNIST/raw (10 train, 4 test images): (images, labels) by file prefix."""
+    raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    rng = np.random.default_rng(8)
 
     def idx(name: str, array: np.ndarray) -> None:
         header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
@@ -273,6 +275,11 @@ def test_torchvision_mnist_from_local_files_and_missing(tmp_path):
     for s in ("train", "t10k"):
         idx(f"{s}-images-idx3-ubyte", images[s])
         idx(f"{s}-labels-idx1-ubyte", labels[s])
+    return images, labels
+
+
+def test_torchvision_mnist_from_local_files_and_missing(tmp_path):
+    images, labels = _fake_mnist(tmp_path, np.random.default_rng(8))
     source = open_source("torchvision:MNIST", root=tmp_path, download=False, val_fraction=0.2)
     assert source.channels == 1 and source.num_classes == 10
     assert [len(source.split(s)) for s in ("train", "val", "test")] == [8, 2, 4]
@@ -341,13 +348,17 @@ def test_canvas_inside_split(tmp_path):
         open_source(f"npz:{path}", canvas={"size": 16, "place": "left"})
 
 
-def test_torchvision_imagenette_from_local_folder(tmp_path):
-    """Imagenette has train and val only: its val becomes test, and center_crop gives square images."""
-    rng = np.random.default_rng(10)
+def _fake_imagenette(root: Path, rng: np.random.Generator) -> None:
+    """Imagenette's 160px folders under root: train (10 per class) and val (3 per class), 2 classes, 12x10 RGB."""
     for split, per_class in (("train", 10), ("val", 3)):
         for wnid in ("n01440764", "n02102040"):
             for i in range(per_class):
-                _save(tmp_path / "imagenette2-160" / split / wnid / f"{wnid}_{i}.JPEG", rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), "RGB")
+                _save(root / "imagenette2-160" / split / wnid / f"{wnid}_{i}.JPEG", rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), "RGB")
+
+
+def test_torchvision_imagenette_from_local_folder(tmp_path):
+    """Imagenette has train and val only: its val becomes test, and center_crop gives square images."""
+    _fake_imagenette(tmp_path, np.random.default_rng(10))
     source = open_source("torchvision:Imagenette", root=tmp_path, size="160px", center_crop=8, val_fraction=0.1)
     assert source.class_names == ("tench", "English springer") and source.channels == 3
     assert [len(source.split(s)) for s in ("train", "val", "test")] == [18, 2, 6]
@@ -379,3 +390,80 @@ def test_pil_modes_decode_to_unit_range(tmp_path):
     Image.new("CMYK", (3, 3), (0, 0, 0, 0)).save(tmp_path / "c.jpg")
     image = read_image_file(tmp_path / "c.jpg")
     assert image.shape == (3, 3, 3) and float(image.min()) > 0.9
+
+
+# -- one contract over every source kind (each kind is one line of SOURCE_KINDS) ---------------
+
+
+def _npz_colour(root: Path) -> tuple[str, dict]:
+    rng = np.random.default_rng(12)
+    path = _npz(root / "colour.npz", x_train=rng.random((8, 5, 7, 3)).astype(np.float32), y_train=np.arange(8) % 2,
+                x_test=rng.integers(0, 256, (3, 5, 7, 4), dtype=np.uint8), y_test=np.array([0, 1, 1]), class_names=np.array(["cat", "dog"]))
+    return f"npz:{path}", {}
+
+
+def _mnist(root: Path) -> tuple[str, dict]:
+    _fake_mnist(root, np.random.default_rng(13))
+    return "torchvision:MNIST", {"root": root, "val_fraction": 0.2}
+
+
+def _imagenette(root: Path) -> tuple[str, dict]:
+    _fake_imagenette(root, np.random.default_rng(14))
+    return "torchvision:Imagenette", {"root": root, "size": "160px", "center_crop": 8}
+
+
+# kind -> (make(root) -> (spec, open_source options), image shape [C, H, W] every image has)
+SOURCE_KINDS = {
+    "npz": (lambda root: (f"npz:{_npz(root / 'grey.npz', **_grey_arrays(np.random.default_rng(11)))}", {}), (1, 6, 6)),
+    "npz-colour": (_npz_colour, (3, 5, 7)),
+    "imagefolder": (lambda root: (f"imagefolder:{_folder(root / 'folder', splits=('train', 'test'))}", {}), (3, 6, 5)),
+    "digits": (lambda root: ("digits", {"size": 10}), (1, 10, 10)),
+    "shapes": (lambda root: ("shapes", {"size": 12, "count": 6}), (1, 12, 12)),
+    "shapes-colour": (lambda root: ("shapes", {"size": 12, "channels": 3, "count": 6, "seed": 2}), (3, 12, 12)),
+    "torchvision-mnist": (_mnist, (1, 28, 28)),
+    "torchvision-imagenette": (_imagenette, (3, 8, 8)),
+}
+
+
+@pytest.fixture(params=sorted(SOURCE_KINDS))
+def kind(request, tmp_path) -> tuple[str, dict, tuple[int, int, int]]:
+    """(spec, options, image shape) of one source kind, its files made under tmp_path."""
+    make, shape = SOURCE_KINDS[request.param]
+    spec, options = make(tmp_path)
+    return spec, options, shape
+
+
+def test_source_contract_splits_images_labels(kind):
+    spec, options, shape = kind
+    source = open_source(spec, **options)
+    assert source.splits == ("train", "val", "test") and source.channels == shape[0] in (1, 3)
+    assert source.num_classes == len(source.class_names) >= 2 and all(isinstance(name, str) for name in source.class_names)
+    for name in source.splits:
+        split = source.split(name)
+        labels = split.labels
+        assert len(split) > 0 and labels.dtype == torch.int64 and labels.shape == (len(split),)
+        assert 0 <= int(labels.min()) and int(labels.max()) < source.num_classes
+        for i in (0, len(split) - 1):
+            image, label = split[i]
+            assert image.dtype == torch.float32 and tuple(image.shape) == shape
+            assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+            assert isinstance(label, int) and label == int(labels[i])
+
+
+def test_source_contract_splits_are_disjoint(kind):
+    spec, options, _ = kind
+    source = open_source(spec, **options)
+    places = [source.split(name).describe(i) for name in source.splits for i in range(len(source.split(name)))]
+    assert len(set(places)) == len(places)
+
+
+def test_source_contract_same_identity_when_opened_twice(kind):
+    from arc.files import canonical_json
+
+    spec, options, _ = kind
+    first, second = open_source(spec, **options), open_source(spec, **options)
+    assert first.identity == second.identity and first.identity_hash == second.identity_hash
+    assert json.loads(canonical_json(first.identity)) == first.identity and len(first.identity_hash) == 16
+    for name in first.splits:
+        assert torch.equal(first.split(name).labels, second.split(name).labels)
+        assert torch.equal(first.split(name)[0][0], second.split(name)[0][0])

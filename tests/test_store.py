@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import arc.store as store_module
+import arc.store.layout as layout_module
 from arc.cloud import CloudBatch
+from arc.data.clouds import CloudDataset, collate_clouds
+from arc.files import atomic_write
 from arc.store import (
-    CloudDataset,
     CloudStore,
     StoreError,
-    collate_clouds,
     decoder_key,
     default_store_dir,
     latent_statistics,
@@ -106,7 +106,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
             handle.write(b"\x00" * 100)
         raise KeyboardInterrupt("killed mid-write")
 
-    monkeypatch.setattr(store_module, "save_file", half_then_crash)
+    monkeypatch.setattr(layout_module, "save_file", half_then_crash)
     with pytest.raises(KeyboardInterrupt):
         store.write_shard("train", 0, _clouds([0, 1]), torch.zeros(2))
     assert os.listdir(tmp_path / "s" / "train") == []
@@ -285,7 +285,7 @@ def test_concurrent_creation_is_safe(tmp_path):
     (path / ".manifest.json.abc.tmp").write_text("{")  # another process half-way through creating it
     store = CloudStore.create_or_open(path, _fields())
     with pytest.raises(FileExistsError):
-        store_module.atomic_write(path / "manifest.json", lambda tmp: open(tmp, "w").write("{}"), overwrite=False)
+        atomic_write(path / "manifest.json", lambda tmp: open(tmp, "w").write("{}"), overwrite=False)
     assert CloudStore.open(path).key == store.key
     assert sorted(os.listdir(path)) == [".manifest.json.abc.tmp", "manifest.json"]
 

@@ -187,7 +187,7 @@ def write_case_npz(case: FitCase, path: Path) -> None:
 def pretrain_case(case: FitCase, work: Path, device: str) -> dict:
     """Write the case's npz (if missing) and pretrain its decoder -> figures and paths."""
     from arc.data.sources import open_source
-    from arc.field import FieldConfig, PretrainConfig, pretrain_decoder, save_decoder
+    from arc.field import DecoderMeta, FieldConfig, PretrainConfig, pretrain_decoder, save_decoder
 
     npz, decoder_path = work / f"{case.name}.npz", work / f"{case.name}.safetensors"
     start = time.perf_counter()
@@ -206,7 +206,7 @@ def pretrain_case(case: FitCase, work: Path, device: str) -> dict:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     pretrain_s = time.perf_counter() - start
-    save_decoder(decoder_path, decoder, {"case": case.name})
+    save_decoder(decoder_path, decoder, DecoderMeta.of(decoder, extra={"case": case.name}))
     return {"npz": str(npz), "decoder": str(decoder_path), "image_size": [case.channels, case.size, case.size],
             "pretrain_images": len(others), "pretrain_steps": case.pretrain_steps, "data_s": round(data_s, 3),
             "pretrain_s": round(pretrain_s, 3), "pretrain_psnr_mean": round(float(psnr.mean()), 3)}

@@ -32,7 +32,7 @@ def array_to_image(array: np.ndarray, what: str) -> Tensor:
     """A uint8 or float array [H, W] or [H, W, C] (C in 1..4) -> float32 tensor [C, H, W].
 
     uint8 is divided by 255, uint16 by 65535; floats are taken as already in [0, 1]
-    (checked later by :func:`check_image`).
+    (checked later by :func:`check_source_image`).
     """
     if array.ndim == 2:
         array = array[:, :, None]
@@ -103,8 +103,11 @@ def conform_channels(image: Tensor, channels: int) -> tuple[Tensor, bool]:
     return (image * weights).sum(0, keepdim=True), True
 
 
-def check_image(image: Tensor, what: str) -> Tensor:
-    """Raise :class:`ImageReadError` for NaN/inf, values outside [0, 1] or a side below 2 pixels."""
+def check_source_image(image: Tensor, what: str) -> Tensor:
+    """Raise :class:`ImageReadError` (a skip) for NaN/inf, values outside [0, 1] or a side below 2 pixels.
+
+    The source-level rule; the fitting engine's own input check is :func:`arc.field.colour.check_image`.
+    """
     if image.ndim != 3:
         raise ImageReadError(f"{what}: expected an image [C, H, W], got shape {tuple(image.shape)}")
     if image.shape[1] < MIN_SIDE or image.shape[2] < MIN_SIDE:

@@ -13,12 +13,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from arc.data.sources import ImageSource, open_source
+from arc.data.clouds import CloudDataset, collate_clouds
+from arc.data.sources import SPLITS, ImageSource, open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
-from arc.pipeline import SPLITS, anchor_stage, default_decoder_path, open_store, pretrain_stage, pretraining_images
-from arc.field.decoder import load_decoder
+from arc.pipeline import anchor_stage, default_decoder_path, open_store, pretrain_stage, pretraining_images, store_decoder
 from arc.seeding import derive_generator, run_seed
-from arc.store import CloudDataset, CloudStore, collate_clouds
+from arc.store import CloudStore
 from arc.viz import log_reconstructions
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class ARCDataModule(ImageDataModule):
         for logger in trainer.loggers:
             logger.log_metrics({"fit/psnr": float(train.psnr.mean()), "fit/psnr_min": float(train.psnr.min())}, step=0)
         shown = range(min(4, len(train)))
-        decoder, _ = load_decoder(self.cloud_store.manifest["decoder_path"])
+        decoder = store_decoder(self.cloud_store)
         originals = [self.source.split("train")[int(train.indices[i])][0] for i in shown]
         log_reconstructions(trainer.loggers, decoder, collate_clouds([train[i] for i in shown]), self.field.spacing,
                             self.field.neighbours, key="fit/reconstruction", step=0, originals=originals)

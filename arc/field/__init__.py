@@ -2,22 +2,25 @@
 from arc.field.colour import from_fit_space, to_fit_space
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decode import decode_queries, render
-from arc.field.decoder import Decoder, decoder_hash, load_decoder, save_decoder
+from arc.field.decoder import Decoder, DecoderMeta, decoder_hash, load_decoder, save_decoder
 from arc.field.errors import DecoderFileError, FieldInputError
-from arc.field.fitting import FitResult, fit_clouds, fit_group, new_decoder, pack_groups, pretrain_decoder
-from arc.field.group import FieldGroup, FrozenStep, Pass
+from arc.field.fitting import FitResult, LatentGradient, fit_clouds, fit_group, pack_groups
+from arc.field.group import FieldGroup, Pass
 from arc.field.neighbours import nearest_latents, pixel_grid, pixel_neighbours
+from arc.field.pretraining import JointTraining, new_decoder, pretrain_decoder
 from arc.field.sampling import gradient_norm, latent_count, sample_positions
 
 __all__ = [
     "Decoder",
     "DecoderFileError",
+    "DecoderMeta",
     "FieldConfig",
     "FieldGroup",
     "FieldInputError",
     "FitConfig",
     "FitResult",
-    "FrozenStep",
+    "JointTraining",
+    "LatentGradient",
     "Pass",
     "PretrainConfig",
     "decode_queries",

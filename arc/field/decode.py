@@ -11,12 +11,14 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from arc import ragged
 from arc.cloud import CloudBatch
 from arc.field.colour import from_fit_space
 from arc.field.decoder import Decoder
 from arc.field.errors import FieldInputError
 from arc.field.neighbours import nearest_latents
 from arc.field.offsets import cloud_offset_statistics, standardise
+from arc.geometry import pixel_centres
 
 DECODE_CHUNK = 1 << 18
 
@@ -61,7 +63,7 @@ def decode_queries(
         raise FieldInputError(f"query_offset has {query_offset.numel()} entries for {len(clouds)} clouds")
     if query_offset.numel() and int(query_offset[-1]) != queries.shape[0]:
         raise FieldInputError(f"query_offset ends at {int(query_offset[-1])} but there are {queries.shape[0]} queries")
-    q_start = (query_offset - torch.diff(query_offset, prepend=query_offset.new_zeros(1))).tolist()
+    q_start = ragged.starts(query_offset).tolist()
     l_end, l_start = clouds.offset.tolist(), clouds.starts().tolist()
     out = []
     for b in range(len(clouds)):
@@ -83,8 +85,8 @@ def render(
 ) -> list[Tensor]:
     """Render every cloud to an image [C, H*scale, W*scale] in [0, 1] (colour transform undone, clamped).
 
-    Queries sit at sub-pixel centres: row = (i + 0.5) / scale - 0.5 for i < H*scale (likewise
-    columns). ``canvas`` = (H, W) renders every cloud on that size instead of its own.
+    Queries sit at sub-pixel centres (:func:`arc.geometry.pixel_centres`): row = (i + 0.5) / scale - 0.5
+    for i < H*scale (likewise columns). ``canvas`` = (H, W) renders every cloud on that size instead of its own.
     """
     if int(scale) != scale or scale < 1:
         raise FieldInputError(f"scale must be a positive integer, got {scale}")
@@ -93,8 +95,7 @@ def render(
     l_end, l_start = clouds.offset.tolist(), clouds.starts().tolist()
     for b in range(len(clouds)):
         height, width = (int(v) for v in (canvas if canvas is not None else clouds.size[b].tolist()))
-        rows = (torch.arange(height * scale, dtype=torch.float32) + 0.5) / scale - 0.5
-        cols = (torch.arange(width * scale, dtype=torch.float32) + 0.5) / scale - 0.5
+        rows, cols = pixel_centres(height, scale), pixel_centres(width, scale)
         pos, lat = clouds.pos[l_start[b] : l_end[b]], clouds.lat[l_start[b] : l_end[b]]
         out = torch.empty(decoder.channels, rows.numel() * cols.numel(), device=lat.device)
         rows_per_chunk = max(1, chunk // cols.numel())

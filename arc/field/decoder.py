@@ -1,4 +1,4 @@
-"""The shared decoder: an MLP [n(z+2), n(z+2), C] with ReLU, and its safetensors checkpoint.
+"""The shared decoder: an MLP [n(z+2), n(z+2), C] with ReLU, and its safetensors checkpoint with its record.
 
 Input per query (the layout of the original code): the n nearest latents,
 nearest first (n*z values), then the n offsets (d_row, d_col) = (latent - query) / s, or
@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -69,62 +70,115 @@ def decoder_hash(decoder: Decoder) -> str:
     return digest.hexdigest()
 
 
-def save_decoder(path: str | os.PathLike, decoder: Decoder, meta: dict[str, Any] | None = None) -> str:
-    """Write ``decoder`` atomically to ``path`` (safetensors) with its sizes, hash and ``meta``; return the hash.
+@dataclass(frozen=True)
+class DecoderMeta:
+    """The record saved next to a decoder's weights (the safetensors header) and read back by :func:`load_decoder`.
 
-    ``meta`` must be JSON-serialisable (e.g. the source identity and the settings).
+    The decoder's own description: ``latent_dim`` z, ``neighbours`` n, ``channels`` C, ``offset_scale``
+    ("spacing" | "per_image") and ``hash`` (:func:`decoder_hash`). Where it came from (None when unknown):
+    ``source`` (spec), ``source_hash`` (short hash of the source identity), ``images`` (pretraining
+    images), ``psnr_mean`` (their mean PSNR after pretraining, dB, kept to 4 decimals); ``extra``: any
+    other JSON values (e.g. the settings of a benchmark case).
     """
+
+    latent_dim: int
+    neighbours: int
+    channels: int
+    offset_scale: str
+    hash: str
+    source: str | None = None
+    source_hash: str | None = None
+    images: int | None = None
+    psnr_mean: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, decoder: Decoder, **provenance: Any) -> "DecoderMeta":
+        """The record of ``decoder`` (its sizes and hash) with the given provenance fields."""
+        return cls(decoder.latent_dim, decoder.neighbours, decoder.channels, decoder.offset_scale,
+                   decoder_hash(decoder), **provenance)
+
+    def describes(self, decoder: Decoder) -> bool:
+        """Whether this record's sizes, offset scale and hash are those of ``decoder``."""
+        return astuple(DecoderMeta.of(decoder))[:5] == astuple(self)[:5]
+
+    def to_json(self) -> dict[str, str]:
+        """The safetensors header: format, sizes, offset scale and hash as strings, the provenance as one JSON
+        string under "meta" (sorted keys; ``psnr_mean`` as "%.4f"; unknown fields left out)."""
+        provenance = {"source": self.source, "source_hash": self.source_hash, "images": self.images,
+                      "psnr_mean": None if self.psnr_mean is None else f"{self.psnr_mean:.4f}"}
+        provenance = {**self.extra, **{k: v for k, v in provenance.items() if v is not None}}
+        return {
+            "format": FORMAT,
+            "latent_dim": str(self.latent_dim),
+            "neighbours": str(self.neighbours),
+            "channels": str(self.channels),
+            "offset_scale": self.offset_scale,
+            "hash": self.hash,
+            "meta": json.dumps(provenance, sort_keys=True),
+        }
+
+    @classmethod
+    def from_json(cls, header: Mapping[str, str]) -> "DecoderMeta":
+        """Inverse of :meth:`to_json`. Headers written before ``offset_scale`` existed are "spacing"; the
+        provenance of files written by the former Lightning pretraining (images and PSNR as strings, a
+        "pretrain" string) is read too, unknown keys go to ``extra``. KeyError/ValueError on a broken header."""
+        if header.get("format") != FORMAT:
+            raise ValueError(f"format {header.get('format')!r} is not {FORMAT!r}")
+        extra = json.loads(header["meta"])
+        images, psnr_mean = extra.pop("images", None), extra.pop("psnr_mean", None)
+        return cls(
+            int(header["latent_dim"]), int(header["neighbours"]), int(header["channels"]),
+            header.get("offset_scale", "spacing"), header["hash"], source=extra.pop("source", None),
+            source_hash=extra.pop("source_hash", None), images=None if images is None else int(images),
+            psnr_mean=None if psnr_mean is None else float(psnr_mean), extra=extra,
+        )
+
+
+def save_decoder(path: str | os.PathLike, decoder: Decoder, meta: DecoderMeta | None = None) -> str:
+    """Write ``decoder`` atomically to ``path`` (safetensors) with its record ``meta``; return its hash.
+
+    ``meta`` defaults to ``DecoderMeta.of(decoder)`` (no provenance); a record of another decoder is refused.
+    """
+    meta = DecoderMeta.of(decoder) if meta is None else meta
+    if not meta.describes(decoder):
+        raise ValueError(f"the record (hash {meta.hash[:12]}) does not describe the decoder being saved")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    digest = decoder_hash(decoder)
-    metadata = {
-        "format": FORMAT,
-        "latent_dim": str(decoder.latent_dim),
-        "neighbours": str(decoder.neighbours),
-        "channels": str(decoder.channels),
-        "offset_scale": decoder.offset_scale,
-        "hash": digest,
-        "meta": json.dumps(meta or {}, sort_keys=True),
-    }
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in decoder.state_dict().items()}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=meta.to_json())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return digest
+    return meta.hash
 
 
-def load_decoder(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Decoder, dict[str, Any]]:
-    """Read a decoder written by :func:`save_decoder` -> (Decoder, meta).
+def load_decoder(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Decoder, DecoderMeta]:
+    """Read a decoder written by :func:`save_decoder` -> (Decoder on ``device``, its record).
 
-    meta holds the caller's meta plus latent_dim, neighbours, channels, offset_scale (checkpoints
-    written before the option hold none and are "spacing") and hash. Raises
-    :class:`DecoderFileError` for a missing, corrupt or foreign file or a hash mismatch.
+    Raises :class:`DecoderFileError` for a missing, corrupt or foreign file or a hash mismatch.
     """
     path = Path(path)
     if not path.is_file():
         raise DecoderFileError(f"decoder checkpoint {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+            header = handle.metadata() or {}
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise DecoderFileError(f"{path} is not a readable safetensors decoder checkpoint: {err}") from err
-    if metadata.get("format") != FORMAT:
-        raise DecoderFileError(f"{path} is not an arc decoder checkpoint (format {metadata.get('format')!r})")
+    if header.get("format") != FORMAT:
+        raise DecoderFileError(f"{path} is not an arc decoder checkpoint (format {header.get('format')!r})")
     try:
-        decoder = Decoder(int(metadata["latent_dim"]), int(metadata["neighbours"]), int(metadata["channels"]),
-                          metadata.get("offset_scale", "spacing"))
+        meta = DecoderMeta.from_json(header)
+        decoder = Decoder(meta.latent_dim, meta.neighbours, meta.channels, meta.offset_scale)
         decoder.load_state_dict(tensors, strict=True)
-        meta = json.loads(metadata["meta"])
     except (KeyError, ValueError, RuntimeError) as err:
         raise DecoderFileError(f"{path} has inconsistent decoder metadata or tensors: {err}") from err
     digest = decoder_hash(decoder)
-    if digest != metadata.get("hash"):
-        raise DecoderFileError(f"{path} is corrupt: content hash {digest[:12]} does not match the recorded {metadata.get('hash', '')[:12]}")
-    meta.update(latent_dim=decoder.latent_dim, neighbours=decoder.neighbours, channels=decoder.channels,
-                offset_scale=decoder.offset_scale, hash=digest)
+    if digest != meta.hash:
+        raise DecoderFileError(f"{path} is corrupt: content hash {digest[:12]} does not match the recorded {meta.hash[:12]}")
     return decoder.to(device), meta

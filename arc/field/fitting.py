@@ -1,10 +1,11 @@
-"""Batched fitting of latent clouds (frozen decoder) and joint decoder pretraining.
+"""Batched fitting of latent clouds against a frozen decoder.
 
-Images are packed into groups whose per-step supervised pixel count fits the
-pixel budget; each group is a :class:`~arc.field.group.FieldGroup` fitted with
-one Adam over its flat latent tensor. Because the loss is the sum of per-image
-mean squared errors and Adam is element-wise, the result of an image does not
-depend on which images share its group.
+The hot loop, on one screen below: :func:`fit_group` runs Adam on a group's latents with the
+gradient of :class:`LatentGradient` (hand-written through the frozen decoder: no autograd, no
+weight gradients). Images are packed into groups whose per-step supervised pixel count fits the
+pixel budget; each group is a :class:`~arc.field.group.FieldGroup` fitted with one Adam over its
+flat latent tensor. Because the loss is the sum of per-image mean squared errors and Adam is
+element-wise, the result of an image does not depend on which images share its group.
 
 Execution: on the CPU, groups run concurrently, one per intra-op thread, each with
 single-threaded kernels (small matmul blocks stay in cache and no kernel waits on a
@@ -25,14 +26,15 @@ import torch
 from torch import Tensor
 
 from arc.cloud import CloudBatch
-from arc.field.config import FieldConfig, FitConfig, PretrainConfig
+from arc.field.config import FieldConfig, FitConfig
 from arc.field.decoder import Decoder
 from arc.field.errors import FieldInputError
-from arc.field.group import FieldGroup, FrozenStep, chunk_size
-from arc.seeding import item_seed
+from arc.field.group import FieldGroup, Pass, chunk_size
 
 Progress = Callable[[int, Tensor], None]
 
+CPU_MICRO_BATCH = 2048  # pixels per matmul block on CPU, so activations stay in cache
+GPU_MICRO_BATCH = 1 << 20  # pixels per matmul block on CUDA: large enough to fill the device, ~2.5 GB of activations
 MATMUL_DTYPES = {"32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
 
@@ -48,8 +50,94 @@ def _device(device: torch.device | str | None) -> torch.device:
     return torch.device(device) if device is not None else torch.device("cpu")
 
 
-def _adam(params: list, lr: float, device: torch.device) -> torch.optim.Adam:
+def adam(params: list, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam over ``params``, fused (one kernel for all tensors) on the CPU and CUDA."""
     return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
+class LatentGradient:
+    """The gradient of a group's loss w.r.t. its latents through a frozen decoder, written by hand.
+
+    Only the two big matmul pairs remain: forward h = relu(W1 [lat; off] + b1),
+    y = W2 h + b2; backward dh = (W2^T dy) * (h > 0), dlat = W1_lat^T dh, scattered into
+    the latent gradient by ``index_add_``. No weight gradients are computed.
+    ``dtype`` is the matmul precision (float32, or bfloat16/float16 on CUDA).
+    """
+
+    def __init__(self, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32, micro_batch: int | None = None) -> None:
+        nz = decoder.neighbours * decoder.latent_dim
+        w1 = decoder.hidden.weight.detach().to(group.device, dtype)
+        self.w1_lat = w1[:, :nz].contiguous()  # [hid, nz]
+        self.w1_lat_t = self.w1_lat.t()
+        self.w1_off_t = w1[:, nz:].t()  # [2n, hid] (a transposed view; BLAS takes it as is)
+        self.b1 = decoder.hidden.bias.detach().to(group.device, dtype)
+        self.w2 = decoder.out.weight.detach().to(group.device, dtype)  # [C, hid]
+        self.w2_t = self.w2.t()
+        self.b2 = decoder.out.bias.detach().to(group.device, dtype)
+        # one output channel: dh W1_lat = (mask * dy) (w2^T * W1_lat), which saves one [M, hid] pass
+        self.w1_lat_scaled = (self.w2[0][:, None] * self.w1_lat).contiguous() if self.w2.shape[0] == 1 else None
+        self.z = decoder.latent_dim
+        self.dtype = dtype
+        self.group = group
+        if micro_batch is None:
+            micro_batch = CPU_MICRO_BATCH if group.device.type == "cpu" else min(group.pixel_budget, GPU_MICRO_BATCH)
+        self.micro_batch = max(1, int(micro_batch))
+
+    def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass, loss: bool = True) -> Tensor | None:
+        """Add d(loss of the pass)/d latents into ``grad`` [K, z]; return the pass loss (0-dim, float64) or None."""
+        g = self.group
+        total = torch.zeros((), dtype=torch.float64, device=g.device) if loss else None
+        for a in range(piece.start, piece.stop, self.micro_batch):
+            sl = slice(a, min(a + self.micro_batch, piece.stop))
+            idx = g.nbr[sl].reshape(-1)
+            rows = idx.numel() // g.field.neighbours
+            lat = latents.index_select(0, idx).reshape(rows, -1).to(self.dtype)
+            h = torch.addmm(self.b1, g.off[sl].to(self.dtype), self.w1_off_t)
+            h.addmm_(lat, self.w1_lat_t)
+            h.relu_()
+            residual = torch.addmm(self.b2, h, self.w2_t).float() - g.target[sl]
+            weight = g.weight[sl]
+            if loss:
+                total += (weight * residual.square()).sum().double()
+            dy = (residual * (2.0 * weight)).to(self.dtype)
+            if self.w1_lat_scaled is not None:
+                dlat = torch.ops.aten.threshold_backward(dy.expand_as(h), h, 0.0) @ self.w1_lat_scaled
+            else:
+                dlat = torch.ops.aten.threshold_backward(dy @ self.w2, h, 0.0) @ self.w1_lat
+            grad.index_add_(0, idx, dlat.reshape(-1, self.z).to(grad.dtype))
+        return total
+
+
+def fit_group(
+    group: FieldGroup, decoder: Decoder, fit: FitConfig, on_step: Optional[Callable[[int], None]] = None
+) -> Tensor:
+    """Run ``fit.steps`` Adam steps on the group's latents with the decoder frozen; return [B] PSNR.
+
+    ``on_step(len(group))`` is called after every step (progress in image-steps).
+    """
+    cuda = group.device.type == "cuda"
+    gradient = LatentGradient(decoder, group, MATMUL_DTYPES[fit.precision] if cuda else torch.float32)
+    latents = group.latents
+    grad = torch.zeros_like(latents)
+    latents.grad = grad
+    optimiser = adam([latents], fit.lr, group.device)
+    try:
+        with torch.no_grad(), cuda_tf32(fit.precision == "tf32") if cuda else nullcontext():
+            for step in range(fit.steps):
+                grad.zero_()
+                for piece in group.passes(step):
+                    gradient.accumulate(latents, grad, piece, loss=False)
+                optimiser.step()
+                if on_step is not None:
+                    on_step(len(group))
+            latents.grad = None
+            return group.psnr(decoder)
+    except torch.cuda.OutOfMemoryError as error:
+        raise torch.cuda.OutOfMemoryError(
+            f"fitting ran out of GPU memory with fit.pixel_budget={group.pixel_budget} pixels per pass (two shards "
+            "run at once on CUDA): lower it, e.g. --data.fit.pixel_budget 500000; it bounds memory and does not "
+            f"change the results or the store. ({error})"
+        ) from error
 
 
 def pack_groups(sizes: Sequence[tuple[int, int]], pixel_fraction: float, pixel_budget: int) -> list[list[int]]:
@@ -69,38 +157,6 @@ def pack_groups(sizes: Sequence[tuple[int, int]], pixel_fraction: float, pixel_b
             groups.append([i])
             load = m
     return groups
-
-
-def fit_group(
-    group: FieldGroup, decoder: Decoder, fit: FitConfig, on_step: Optional[Callable[[int], None]] = None
-) -> Tensor:
-    """Run ``fit.steps`` Adam steps on the group's latents with the decoder frozen; return [B] PSNR.
-
-    ``on_step(len(group))`` is called after every step (progress in image-steps).
-    """
-    cuda = group.device.type == "cuda"
-    engine = FrozenStep(decoder, group, MATMUL_DTYPES[fit.precision] if cuda else torch.float32)
-    latents = group.latents
-    grad = torch.zeros_like(latents)
-    latents.grad = grad
-    optimiser = _adam([latents], fit.lr, group.device)
-    try:
-        with torch.no_grad(), cuda_tf32(fit.precision == "tf32") if cuda else nullcontext():
-            for step in range(fit.steps):
-                grad.zero_()
-                for piece in group.passes(step):
-                    engine.accumulate(latents, grad, piece, loss=False)
-                optimiser.step()
-                if on_step is not None:
-                    on_step(len(group))
-            latents.grad = None
-            return group.psnr(decoder)
-    except torch.cuda.OutOfMemoryError as error:
-        raise torch.cuda.OutOfMemoryError(
-            f"fitting ran out of GPU memory with fit.pixel_budget={group.pixel_budget} pixels per pass (two shards "
-            "run at once on CUDA): lower it, e.g. --data.fit.pixel_budget 500000; it bounds memory and does not "
-            f"change the results or the store. ({error})"
-        ) from error
 
 
 def fit_clouds(
@@ -226,47 +282,3 @@ def _prefetched(pool: ThreadPoolExecutor, prepare, run, groups: list[list[int]])
         if g + 1 < len(groups):
             pending = pool.submit(prepare, groups[g + 1])
         yield run(group, members)
-
-
-def new_decoder(field: FieldConfig, channels: int, seed: int) -> Decoder:
-    """A decoder with PyTorch's default init drawn from a seed (the global RNG is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(item_seed(seed, "decoder-init", 0))
-        return Decoder(field.latent_dim, field.neighbours, channels, field.offset_mode)
-
-
-def pretrain_decoder(
-    images: Sequence[Tensor],
-    field: FieldConfig,
-    pretrain: PretrainConfig,
-    split: str,
-    indices: Sequence[int],
-    device: torch.device | str | None = None,
-    progress: Optional[Callable[[int, float], None]] = None,
-    pixel_budget: int = FitConfig.pixel_budget,
-) -> tuple[Decoder, Tensor]:
-    """Train a shared decoder jointly with the latents of ``images`` (one group, one Adam).
-
-    Same loss and pixel schedule as fitting; ``progress(step, loss)`` after each step.
-    Returns (decoder on CPU, eval mode, [B] PSNR of the jointly fitted images).
-    """
-    if not images:
-        raise FieldInputError("decoder pretraining needs at least one image")
-    device = _device(device)
-    decoder = new_decoder(field, int(images[0].shape[0]), pretrain.seed).to(device)
-    group = FieldGroup(images, field, split, indices, pretrain.seed, pretrain.pixel_fraction, pixel_budget, device)
-    optimiser = _adam([*decoder.parameters(), group.latents], pretrain.lr, device)
-    with cuda_tf32(False) if device.type == "cuda" else nullcontext():  # full float32, like the CPU
-        for step in range(pretrain.steps):
-            optimiser.zero_grad(set_to_none=False)
-            total = 0.0
-            for piece in group.passes(step):
-                loss = group.loss(decoder, group.latents, piece)
-                loss.backward()
-                total += float(loss.detach())
-            optimiser.step()
-            if progress is not None:
-                progress(step + 1, total)
-        psnr = group.psnr(decoder)
-    return decoder.eval().cpu(), psnr
-

@@ -34,8 +34,6 @@ from arc.field.offsets import offset_statistics, standardise
 from arc.field.prepare import PreparedImages, prepare_images
 
 MIN_MSE = 1e-10  # PSNR is capped at 100 dB for a perfect reconstruction
-CPU_MICRO_BATCH = 2048  # pixels per matmul block on CPU, so activations stay in cache
-GPU_MICRO_BATCH = 1 << 20  # pixels per matmul block on CUDA: large enough to fill the device, ~2.5 GB of activations
 
 
 def chunk_size(pixels: int, pixel_fraction: float) -> int:
@@ -71,14 +69,8 @@ class FieldGroup:
     pixels * C), ``image`` [T] image number, ``pixel`` [T] row-major pixel index within its image.
     T = total pixels.
 
-    A training loop with a trainable decoder (e.g. a LightningModule with manual optimisation)::
-
-        for step in range(steps):
-            optimiser.zero_grad()
-            for piece in group.passes(step):
-                group.loss(decoder, group.latents, piece).backward()
-            optimiser.step()
-        psnr, clouds = group.psnr(decoder), group.clouds(labels=labels)
+    Fitting with a frozen decoder: :func:`arc.field.fitting.fit_group`; training the decoder jointly
+    (autograd through :meth:`loss`): :class:`arc.field.pretraining.JointTraining`.
     """
 
     def __init__(
@@ -223,56 +215,3 @@ class FieldGroup:
             colour_mean=self.mean.cpu().clone(),
             colour_std=self.std.cpu().clone(),
         )
-
-
-class FrozenStep:
-    """Input gradient of a group's loss through a frozen decoder, written by hand.
-
-    Only the two big matmul pairs remain: forward h = relu(W1 [lat; off] + b1),
-    y = W2 h + b2; backward dh = (W2^T dy) * (h > 0), dlat = W1_lat^T dh, scattered into
-    the latent gradient by ``index_add_``. No weight gradients are computed.
-    ``dtype`` is the matmul precision (float32, or bfloat16/float16 on CUDA).
-    """
-
-    def __init__(self, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32, micro_batch: int | None = None) -> None:
-        nz = decoder.neighbours * decoder.latent_dim
-        w1 = decoder.hidden.weight.detach().to(group.device, dtype)
-        self.w1_lat = w1[:, :nz].contiguous()  # [hid, nz]
-        self.w1_lat_t = self.w1_lat.t()
-        self.w1_off_t = w1[:, nz:].t()  # [2n, hid] (a transposed view; BLAS takes it as is)
-        self.b1 = decoder.hidden.bias.detach().to(group.device, dtype)
-        self.w2 = decoder.out.weight.detach().to(group.device, dtype)  # [C, hid]
-        self.w2_t = self.w2.t()
-        self.b2 = decoder.out.bias.detach().to(group.device, dtype)
-        # one output channel: dh W1_lat = (mask * dy) (w2^T * W1_lat), which saves one [M, hid] pass
-        self.w1_lat_scaled = (self.w2[0][:, None] * self.w1_lat).contiguous() if self.w2.shape[0] == 1 else None
-        self.z = decoder.latent_dim
-        self.dtype = dtype
-        self.group = group
-        if micro_batch is None:
-            micro_batch = CPU_MICRO_BATCH if group.device.type == "cpu" else min(group.pixel_budget, GPU_MICRO_BATCH)
-        self.micro_batch = max(1, int(micro_batch))
-
-    def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass, loss: bool = True) -> Tensor | None:
-        """Add d(loss of the pass)/d latents into ``grad`` [K, z]; return the pass loss (0-dim, float64) or None."""
-        g = self.group
-        total = torch.zeros((), dtype=torch.float64, device=g.device) if loss else None
-        for a in range(piece.start, piece.stop, self.micro_batch):
-            sl = slice(a, min(a + self.micro_batch, piece.stop))
-            idx = g.nbr[sl].reshape(-1)
-            rows = idx.numel() // g.field.neighbours
-            lat = latents.index_select(0, idx).reshape(rows, -1).to(self.dtype)
-            h = torch.addmm(self.b1, g.off[sl].to(self.dtype), self.w1_off_t)
-            h.addmm_(lat, self.w1_lat_t)
-            h.relu_()
-            residual = torch.addmm(self.b2, h, self.w2_t).float() - g.target[sl]
-            weight = g.weight[sl]
-            if loss:
-                total += (weight * residual.square()).sum().double()
-            dy = (residual * (2.0 * weight)).to(self.dtype)
-            if self.w1_lat_scaled is not None:
-                dlat = torch.ops.aten.threshold_backward(dy.expand_as(h), h, 0.0) @ self.w1_lat_scaled
-            else:
-                dlat = torch.ops.aten.threshold_backward(dy @ self.w2, h, 0.0) @ self.w1_lat
-            grad.index_add_(0, idx, dlat.reshape(-1, self.z).to(grad.dtype))
-        return total

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from arc import ragged
 from arc.field.neighbours import pixel_grid, pixel_neighbours
 
 MIN_STD = 1e-3  # pixels
@@ -21,9 +22,9 @@ def offset_statistics(raw: Tensor, image: Tensor, batch: int) -> tuple[Tensor, T
     """Scalar mean and unbiased std [B] float64 of the offsets raw [T, 2n] whose row t belongs to image[t]."""
     raw = raw.double()
     count = torch.bincount(image, minlength=batch).double() * raw.shape[1]
-    mean = torch.zeros(batch, dtype=torch.float64, device=raw.device).index_add_(0, image, raw.sum(1)) / count
+    mean = ragged.segment_sum(raw.sum(1), image, batch) / count
     squares = (raw - mean[image, None]).square().sum(1)
-    var = torch.zeros(batch, dtype=torch.float64, device=raw.device).index_add_(0, image, squares) / (count - 1)
+    var = ragged.segment_sum(squares, image, batch) / (count - 1)
     return mean, var.sqrt().clamp_min(MIN_STD)
 
 

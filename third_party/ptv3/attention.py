@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .point import Point
+from .point import Point, counts_to_batch, offset_to_counts
 
 
 @dataclass
@@ -38,12 +38,12 @@ class PatchLayout:
 def patch_layout(offset: Tensor, patch_size: int) -> PatchLayout:
     """Per-cloud patch partition of a curve-sorted sequence grouped by cloud (see module doc)."""
     device = offset.device
-    counts = torch.diff(offset, prepend=offset.new_zeros(1))
+    counts = offset_to_counts(offset)
     k = min(patch_size, int(counts.max()))  # every cloud is <= k then: same patches, less padding
     starts = offset - counts
     n_patch = (counts + k - 1) // k
     first_patch = torch.cumsum(n_patch, 0) - n_patch
-    cloud_of_patch = torch.repeat_interleave(torch.arange(counts.numel(), device=device), n_patch)
+    cloud_of_patch = counts_to_batch(n_patch)
     j = torch.arange(cloud_of_patch.numel(), device=device) - first_patch[cloud_of_patch]
     last = j == n_patch[cloud_of_patch] - 1
     local_start = torch.where(last, (counts[cloud_of_patch] - k).clamp(min=0), j * k)
@@ -53,7 +53,7 @@ def patch_layout(offset: Tensor, patch_size: int) -> PatchLayout:
     gather = starts[cloud_of_patch, None] + torch.minimum(local, counts[cloud_of_patch, None] - 1)
     key_valid = None if bool(valid.all()) else valid
 
-    cloud_of_pos = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
+    cloud_of_pos = counts_to_batch(counts)
     pos_local = torch.arange(int(offset[-1]), device=device) - starts[cloud_of_pos]
     patch = first_patch[cloud_of_pos] + torch.minimum(pos_local // k, n_patch[cloud_of_pos] - 1)
     out_slot = patch * k + pos_local - local_start[patch]

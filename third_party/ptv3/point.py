@@ -51,7 +51,7 @@ class Point:
 
     def counts(self) -> Tensor:
         """[B] int64 number of points per cloud."""
-        return torch.diff(self.offset, prepend=self.offset.new_zeros(1))
+        return offset_to_counts(self.offset)
 
     def serialize(self, orders: tuple[str, ...]) -> "Point":
         """Fill ``serialized_order`` / ``serialized_inverse`` for the given curve orders (in place).
@@ -71,6 +71,16 @@ class Point:
 def counts_to_offset(counts: Tensor) -> Tensor:
     """[B] counts -> [B] cumulative offsets (int64)."""
     return torch.cumsum(counts.long(), 0)
+
+
+def offset_to_counts(offset: Tensor) -> Tensor:
+    """[B] cumulative offsets -> [B] points per cloud."""
+    return torch.diff(offset, prepend=offset.new_zeros(1))
+
+
+def counts_to_batch(counts: Tensor) -> Tensor:
+    """[B] counts -> [sum(counts)] int64 cloud number of every point (or of every patch, for patch counts)."""
+    return torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -149,14 +159,14 @@ def make_point(data: Mapping[str, Tensor] | Point, grid_size: float, in_channels
     _require(offset.numel() < MAX_CLOUDS, f"at most {MAX_CLOUDS - 1} clouds per batch, got {offset.numel()}")
     n = coord.shape[0]
     offset = offset.long().to(coord.device)
-    counts = torch.diff(offset, prepend=offset.new_zeros(1))
+    counts = offset_to_counts(offset)
     _require(int(offset[-1]) == n, f"offset[-1] = {int(offset[-1])} does not match the number of points N = {n}")
     _require(bool((counts > 0).all()), f"empty cloud(s) at batch position(s) {torch.nonzero(counts <= 0).flatten().tolist()}")
     _require(coord.is_floating_point() and feat.is_floating_point(), "coord and feat must be floating point")
     _require(bool(torch.isfinite(coord).all()), "coord contains NaN or inf")
     _require(bool(torch.isfinite(feat).all()), "feat contains NaN or inf")
     num_clouds = offset.numel()
-    batch = torch.repeat_interleave(torch.arange(num_clouds, device=coord.device), counts)
+    batch = counts_to_batch(counts)
     given_batch = get("batch")
     if given_batch is not None:
         _require(given_batch.shape == batch.shape and bool((given_batch.to(batch) == batch).all()),

@@ -1,0 +1,111 @@
+"""Decoder pretraining: a fresh shared decoder trained jointly with the latents of a few images.
+
+Same loss and pixel schedule as fitting (:mod:`arc.field.group`), but by autograd through the
+decoder and the latents, with one Adam over both, in full float32 on CUDA as on the CPU.
+:class:`JointTraining` holds the decoder, the latents and the group and takes one optimisation
+step at a time; :func:`pretrain_decoder` runs all steps, and the LightningModule
+:class:`arc.pretrain.DecoderPretraining` drives the same steps with logging.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from arc.cloud import CloudBatch
+from arc.field.config import FieldConfig, FitConfig, PretrainConfig
+from arc.field.decoder import Decoder
+from arc.field.errors import FieldInputError
+from arc.field.fitting import adam, cuda_tf32
+from arc.field.group import FieldGroup
+from arc.seeding import item_seed
+
+
+def new_decoder(field: FieldConfig, channels: int, seed: int) -> Decoder:
+    """A decoder with PyTorch's default init drawn from a seed (the global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(item_seed(seed, "decoder-init", 0))
+        return Decoder(field.latent_dim, field.neighbours, channels, field.offset_mode)
+
+
+class JointTraining(nn.Module):
+    """A fresh decoder (``decoder``) and the latents [K, z] (``latents``, initialised from the group's) of the
+    images of ``group`` (a :class:`FieldGroup` on ``device``), trained together.
+
+    Loss of a step = sum over images of their mean squared error over the step's pixels (fit colour space).
+    """
+
+    def __init__(
+        self,
+        images: Sequence[Tensor],
+        field: FieldConfig,
+        pretrain: PretrainConfig,
+        split: str,
+        indices: Sequence[int],
+        pixel_budget: int = FitConfig.pixel_budget,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if not images:
+            raise FieldInputError("decoder pretraining needs at least one image")
+        self.lr = pretrain.lr
+        self.group = FieldGroup(images, field, split, indices, pretrain.seed, pretrain.pixel_fraction, pixel_budget, device)
+        self.decoder = new_decoder(field, self.group.channels, pretrain.seed).to(self.group.device)
+        self.latents = nn.Parameter(self.group.latents.detach().clone())
+
+    def optimiser(self) -> torch.optim.Adam:
+        """One Adam over the decoder's weights and the latents (fused on the CPU and CUDA)."""
+        return adam([*self.decoder.parameters(), self.latents], self.lr, self.group.device)
+
+    def _full_float32(self) -> ContextManager:
+        return cuda_tf32(False) if self.group.device.type == "cuda" else nullcontext()
+
+    def train_step(self, step: int, optimiser: torch.optim.Optimizer,
+                   backward: Callable[[Tensor], None] = Tensor.backward) -> Tensor:
+        """Optimisation step number ``step``: zero the gradients, ``backward`` the loss of each of the step's
+        passes, one ``optimiser`` step. Returns the step's loss (0-dim, float64, on the device)."""
+        with self._full_float32():
+            optimiser.zero_grad(set_to_none=False)
+            total = torch.zeros((), dtype=torch.float64, device=self.group.device)
+            for piece in self.group.passes(step):
+                loss = self.group.loss(self.decoder, self.latents, piece)
+                backward(loss)
+                total += loss.detach()
+            optimiser.step()
+        return total
+
+    def psnr(self) -> Tensor:
+        """[B] PSNR (dB, CPU) of every image decoded from the current latents."""
+        with self._full_float32():
+            return self.group.psnr(self.decoder, self.latents.detach())
+
+    def clouds(self) -> CloudBatch:
+        """The current clouds (CPU)."""
+        return self.group.clouds(self.latents)
+
+
+def pretrain_decoder(
+    images: Sequence[Tensor],
+    field: FieldConfig,
+    pretrain: PretrainConfig,
+    split: str,
+    indices: Sequence[int],
+    device: torch.device | str | None = None,
+    progress: Optional[Callable[[int, float], None]] = None,
+    pixel_budget: int = FitConfig.pixel_budget,
+) -> tuple[Decoder, Tensor]:
+    """Train a shared decoder jointly with the latents of ``images`` [C, H, W] in [0, 1] for ``pretrain.steps`` steps.
+
+    ``progress(step, loss)`` after each step. Returns (decoder on CPU, eval mode, [B] PSNR of the jointly
+    fitted images).
+    """
+    training = JointTraining(images, field, pretrain, split, indices, pixel_budget, device)
+    optimiser = training.optimiser()
+    for step in range(pretrain.steps):
+        loss = training.train_step(step, optimiser)
+        if progress is not None:
+            progress(step + 1, float(loss))
+    psnr = training.psnr()
+    return training.decoder.eval().cpu(), psnr
