@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from arc import ragged
 from arc.cloud import CloudBatch, CloudError
 
 __all__ = ["ARCModel", "BackboneFactory", "ClassifierConfigError", "LatentNormaliser", "NORMALISATIONS",
@@ -70,10 +71,9 @@ def backbone_factory(spec: BackboneFactory | dict[str, Any] | None) -> BackboneF
 
 def mean_pool(feat: Tensor, offset: Tensor) -> Tensor:
     """[B, C] mean of ``feat`` [M, C] over each cloud of the ragged layout ``offset`` [B] (cumulative ends)."""
-    counts = torch.diff(offset, prepend=offset.new_zeros(1))
-    ids = torch.repeat_interleave(torch.arange(offset.numel(), device=feat.device), counts, output_size=feat.shape[0])
-    total = feat.new_zeros(offset.numel(), feat.shape[1]).index_add_(0, ids, feat)
-    return total / counts.clamp(min=1).unsqueeze(1).to(feat.dtype)
+    sizes = ragged.counts(offset)
+    total = ragged.segment_sum(feat, ragged.batch_ids(sizes, feat.shape[0]), offset.numel())
+    return total / sizes.clamp(min=1).unsqueeze(1).to(feat.dtype)
 
 
 class LatentNormaliser(nn.Module):
