@@ -160,8 +160,9 @@ class ARCModel(nn.Module):
             raise ClassifierConfigError(f"head_hidden must be a list of positive ints, got {head_hidden!r}")
         self.num_classes, self.latent_dim = num_classes, latent_dim
         self.normaliser = LatentNormaliser(latent_dim, normalisation)
+        build = backbone_factory(backbone)
         try:
-            self.backbone = backbone_factory(backbone)(latent_dim)
+            self.backbone = build(latent_dim)
         except (TypeError, ValueError, AssertionError) as err:
             raise ClassifierConfigError(f"backbone: invalid settings: {err}") from err
         widths = [int(self.backbone.out_channels), *head_hidden]

@@ -109,9 +109,9 @@ def test_epoch_shuffle_depends_only_on_seed_and_epoch():
 
 
 def test_training_step_does_not_read_the_global_generator():
-    from test_classifier import TINY, batch_of, tiny
+    from test_classifier import backbone, batch_of, tiny
 
-    model = tiny(augment={"mask": 0.3, "push": 1.0, "arcmix": 1.0}, backbone={**TINY, "drop_path": 0.3})
+    model = tiny(augment={"mask": 0.3, "push": 1.0, "arcmix": 1.0}, backbone=backbone(drop_path=0.3))
     model.set_latent_stats(torch.zeros(model.latent_dim), torch.ones(model.latent_dim))
     model.train()
     batch = batch_of([10, 12, 9, 20])
