@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Optional, TypeVar
@@ -43,7 +44,7 @@ CONFIG_FLAGS = ("--config", "-c")
 
 
 class ComposeError(ValueError):
-    """A ``compose`` list that names a missing file or forms a cycle."""
+    """A config name or ``compose`` list that names a missing file, or a ``compose`` cycle."""
 
 
 def composed_files(path: Path, seen: tuple[Path, ...] = ()) -> list[Path]:
@@ -64,6 +65,27 @@ def composed_files(path: Path, seen: tuple[Path, ...] = ()) -> list[Path]:
     return [*files, path]
 
 
+def packaged_configs() -> Path:
+    """The configs that ship with arc: ``arc/_configs`` in an installed wheel, ``configs/`` in a checkout."""
+    package = Path(__file__).parent
+    installed = package / "_configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+def resolve_config_name(value: str) -> str:
+    """``value`` when it is a file (or inline YAML), else the packaged config it names: ``demo``,
+    ``pretrain/demo`` or ``configs/demo.yaml``, so ``arc fit --config demo`` runs from any directory."""
+    if Path(value).is_file() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", value):
+        return value
+    root = packaged_configs()
+    name = value.removeprefix("configs/").removesuffix(".yaml")
+    if ".." not in name.split("/") and (root / f"{name}.yaml").is_file():
+        return str(root / f"{name}.yaml")
+    known = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    raise ComposeError(f"config {value!r} not found: no such file here and no packaged config of that name "
+                       f"(in {root}: {', '.join(n for n in known if not n.startswith(('base/', 'data/')))})")
+
+
 def expand_compose(args: list[str]) -> list[str]:
     """Replace every ``--config FILE`` by one ``--config`` per file it composes, then FILE itself.
 
@@ -79,7 +101,7 @@ def expand_compose(args: list[str]) -> list[str]:
             if not value:
                 i += 1
                 value = args[i]
-            path = Path(value)
+            path = Path(resolve_config_name(value))
             if path.suffix in (".yaml", ".yml") and path.is_file():
                 for file in composed_files(path):
                     expanded += ["--config", str(file)]
