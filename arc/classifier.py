@@ -16,7 +16,7 @@ Logged: ``train/loss``, ``val/loss``, ``val/acc`` (top-1 micro), ``val/acc_macro
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
@@ -28,7 +28,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from arc.augment import build_augmentations, soft_labels
 from arc.cloud import CloudBatch, CloudError
-from arc.model import ARCModel, BackboneFactory, ClassifierConfigError, Normalisation, backbone_spec
+from arc.inference import INFERENCE_KEY, inference_record
+from arc.model import ARCModel, BackboneFactory, ClassifierConfigError, Normalisation, backbone_spec, view_log_probs
 from arc.optim import SCHEDULERS, OptimizerConfig, Scheduler, build_schedule, parameter_groups
 from arc.seeding import derive_seed, run_seed
 from arc.settings import as_settings
@@ -179,6 +180,9 @@ class ARCClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["arc_decoder_hash"] = self.decoder_hash
+        record = inference_record(self)  # decoder, field/fit settings, preprocessing: what arc.load needs
+        if record is not None:
+            checkpoint[INFERENCE_KEY] = record
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.decoder_hash = checkpoint.get("arc_decoder_hash")
@@ -218,21 +222,10 @@ class ARCClassifier(pl.LightningModule):
         return F.cross_entropy(logits, target, label_smoothing=smoothing)
 
     def evaluate_logits(self, batch: CloudBatch, batch_idx: int = 0) -> Tensor:
-        """[B, classes] log of the mean class probabilities over the evaluation views of a raw batch.
-
-        One view (``eval_views`` = 1) gives the log-softmax of the clean cloud's logits.
-        """
-        lat = self.normalise(batch.lat)
-        log_probs = F.log_softmax(self.classify(batch.pos, lat, batch.offset).float(), dim=1)
-        views = self.hparams.eval_views
-        if views == 1:
-            return log_probs
-        probs = log_probs.exp()
-        for view in range(1, views):
-            seed = derive_seed(self.seed, "eval-view", batch_idx, view)
-            shown = self.eval_augment(replace(batch, lat=lat), seed=seed)
-            probs = probs + torch.softmax(self.classify(shown.pos, shown.lat, shown.offset).float(), dim=1)
-        return (probs / views).log()
+        """[B, classes] log of the mean class probabilities over the evaluation views of a raw batch
+        (:func:`arc.model.view_log_probs`; one view: the log-softmax of the clean cloud's logits)."""
+        return view_log_probs(self.classify, self.normalise, batch, self.hparams.eval_views, self.eval_augment,
+                              self.seed, batch_idx)
 
     def training_step(self, batch: CloudBatch, batch_idx: int) -> Tensor:
         draw = (self.current_epoch, batch_idx, self.global_rank)

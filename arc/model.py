@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from dataclasses import replace
 from typing import Any, Callable, Literal, Sequence, Union
 
 import torch
@@ -15,9 +16,10 @@ from torch import Tensor, nn
 
 from arc import ragged
 from arc.cloud import CloudBatch, CloudError
+from arc.seeding import derive_seed
 
 __all__ = ["ARCModel", "BackboneFactory", "ClassifierConfigError", "LatentNormaliser", "NORMALISATIONS",
-           "backbone_factory", "backbone_spec", "default_backbone", "mean_pool"]
+           "backbone_factory", "backbone_spec", "default_backbone", "mean_pool", "view_log_probs"]
 
 NORMALISATIONS = ("per_dim", "whole", "none")
 Normalisation = Literal["per_dim", "whole", "none"]
@@ -201,3 +203,32 @@ class ARCModel(nn.Module):
         """[B, classes] logits of a batch of raw latents (normalised here, never augmented); labels unused."""
         self.check_batch(batch, labels=False)
         return self.classify(batch.pos, self.normaliser(batch.lat), batch.offset)
+
+    def log_probs(self, batch: CloudBatch, views: int = 1, augment: Callable[..., CloudBatch] | None = None,
+                  seed: int = 0, batch_idx: int = 0) -> Tensor:
+        """[B, classes] log of the mean class probabilities over ``views`` views of a batch of raw latents
+        (:func:`view_log_probs` with this model's normaliser and classifier)."""
+        return view_log_probs(self.classify, self.normaliser, batch, views, augment, seed, batch_idx)
+
+
+def view_log_probs(classify: Callable[[Tensor, Tensor, Tensor], Tensor], normalise: Callable[[Tensor], Tensor],
+                   batch: CloudBatch, views: int = 1, augment: Callable[..., CloudBatch] | None = None, seed: int = 0,
+                   batch_idx: int = 0) -> Tensor:
+    """[B, classes] log of the mean class probabilities over ``views`` views of a batch of raw latents.
+
+    ``classify(pos, normalised lat, offset)`` gives logits. One view is the log-softmax of the clean cloud's
+    logits; each extra view ``v`` is the normalised batch passed through ``augment(batch,
+    seed=derive_seed(seed, "eval-view", batch_idx, v))`` (test-time voting; it depends on the batch's
+    composition through ``batch_idx``).
+    """
+    lat = normalise(batch.lat)
+    log_probs = torch.log_softmax(classify(batch.pos, lat, batch.offset).float(), dim=1)
+    if views == 1:
+        return log_probs
+    if augment is None:
+        raise ClassifierConfigError("evaluation views > 1 need an augmentation (eval_augment)")
+    probs = log_probs.exp()
+    for view in range(1, views):
+        shown = augment(replace(batch, lat=lat), seed=derive_seed(seed, "eval-view", batch_idx, view))
+        probs = probs + torch.softmax(classify(shown.pos, shown.lat, shown.offset).float(), dim=1)
+    return (probs / views).log()

@@ -1,0 +1,100 @@
+"""``arc predict`` and ``tools/predict.py``: classify image files with a checkpoint or a bundle, write a CSV.
+
+    python tools/predict.py --model CKPT_OR_BUNDLE --input DIR_OR_FILES... --out FILE.csv \\
+        [--batch-size 256] [--device cuda|cpu] [--cache-dir DIR | --no-cache] [--max-pixels N]
+
+Folders are searched recursively for image files (by extension, as the imagefolder source does);
+files named on the command line are always read. One row per file: ``path``, ``pred`` (class name),
+``prob_<class>`` for every class, ``error`` (empty, or why the file was skipped: unreadable, empty,
+too small, too large, ...). Skipped files never stop the run; a model file that cannot be loaded ends it
+with one line (exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from arc.data.sources.imagefolder import IMAGE_EXTENSIONS
+from arc.files import atomic_write
+from arc.inference import MAX_PIXELS, ModelFileError, Predictions, load
+
+__all__ = ["collect_inputs", "main", "write_csv"]
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], int]:
+    """(the files to classify: named files as given, image files under named folders sorted, the number of
+    other files left out of those folders). A name that does not exist is kept (it gets an error row)."""
+    files, ignored = [], 0
+    for item in map(Path, inputs):
+        if not item.is_dir():
+            files.append(item)
+            continue
+        for dirpath, dirnames, names in os.walk(item, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(names):
+                if name.startswith("."):
+                    continue
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(Path(dirpath) / name)
+                else:
+                    ignored += 1
+    return files, ignored
+
+
+def write_csv(path: str | os.PathLike, files: Sequence[Path], result: Predictions) -> None:
+    """Write ``path`` (atomically): path, pred, prob_<class> per class (6 decimals), error; one row per file."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "pred", *[f"prob_{name}" for name in result.class_names], "error"])
+            for i, file in enumerate(files):
+                probs = [f"{p:.6f}" for p in result.probs[i].tolist()] if not result.error[i] else []
+                probs += [""] * (len(result.class_names) - len(probs))
+                writer.writerow([str(file), result.pred[i] or "", *probs, result.error[i]])
+
+    atomic_write(Path(path), write)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="arc predict", description="Classify image files with a trained arc model "
+                                "(a checkpoint or a bundle from `arc export`); write one CSV row per file.")
+    p.add_argument("--model", required=True, help="a classifier checkpoint (.ckpt) or a bundle directory")
+    p.add_argument("--input", required=True, nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="the CSV to write")
+    p.add_argument("--batch-size", type=int, default=256, help="images fitted and classified together (default 256)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--cache-dir", default=None, help="cache of fitted clouds (default: $ARC_CACHE or ~/.cache/arc)")
+    p.add_argument("--no-cache", action="store_true", help="fit every image anew and cache nothing")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"skip larger images (default {MAX_PIXELS})")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); 0 on success (skipped files included), 2 when
+    the model or the inputs are unusable."""
+    args = parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("error: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        predictor = load(args.model, args.device)
+    except ModelFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    files, ignored = collect_inputs(args.input)
+    if not files:
+        print(f"error: no image files in {' '.join(args.input)} (extensions {', '.join(IMAGE_EXTENSIONS)})",
+              file=sys.stderr)
+        return 2
+    result = predictor.predict(files, batch_size=args.batch_size, cache_dir=args.cache_dir, cache=not args.no_cache,
+                               max_pixels=args.max_pixels, progress=True)
+    write_csv(args.out, files, result)
+    skipped = sum(1 for error in result.error if error)
+    print(f"{len(files)} files: {len(files) - skipped} classified, {skipped} skipped with an error, {result.converted} "
+          f"converted; {result.fitted} clouds fitted, {result.cached} from the cache"
+          f"{f'; {ignored} non-image files ignored' if ignored else ''} -> {args.out}")
+    return 0
