@@ -15,14 +15,12 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 
 from arc.field.decoder import load_decoder, save_decoder
 from arc.field.errors import DecoderFileError
 from arc.files import write_json
-from arc.inference import ModelFileError, Predictor, Settings, check_decoder, load
-from arc.model import ARCModel
+from arc.inference import ModelFileError, Predictor, Settings, build_model, check_decoder, load
 
 __all__ = ["BUNDLE_FORMAT", "export_bundle", "read_bundle"]
 
@@ -62,9 +60,4 @@ def read_bundle(path: str | os.PathLike, device: torch.device | str | None = Non
     except DecoderFileError as err:
         raise ModelFileError(f"bundle {path}: {err}") from err
     check_decoder(path, decoder, meta, settings.decoder_hash)
-    model = ARCModel(**settings.model)
-    try:
-        load_model(model, str(path / MODEL), strict=True)
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise ModelFileError(f"bundle {path}: {MODEL} does not hold this model's weights ({err})") from err
-    return Predictor(model, decoder, meta, settings, device)
+    return Predictor(build_model(path, settings, str(path / MODEL)), decoder, meta, settings, device)

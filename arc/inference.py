@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from PIL import Image, UnidentifiedImageError
+from safetensors import SafetensorError
+from safetensors.torch import load_model
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -32,12 +35,13 @@ from arc.data.canvas import CanvasConfig, CanvasError, apply_canvas
 from arc.data.images import ImageReadError, check_source_image, conform_channels, read_image_file
 from arc.field.config import FieldConfig, FitConfig
 from arc.field.decoder import Decoder, DecoderMeta, decoder_hash, load_decoder
-from arc.field.errors import FieldInputError
+from arc.field.errors import DecoderFileError, FieldInputError
 from arc.field.fitting import fit_clouds
 from arc.field.sampling import latent_count
 from arc.model import ARCModel
 
-__all__ = ["INFERENCE_KEY", "ModelFileError", "Predictions", "Predictor", "Settings", "inference_record", "load"]
+__all__ = ["INFERENCE_KEY", "ModelFileError", "Predictions", "Predictor", "Settings", "build_model", "check_decoder",
+           "content_index", "from_checkpoint", "inference_record", "load"]
 
 INFERENCE_KEY = "arc_inference"
 RECORD_FORMAT = "arc-inference/1"
@@ -66,10 +70,12 @@ def inference_record(module: Any) -> Optional[dict[str, Any]]:
     datamodule = getattr(trainer, "datamodule", None)
     if not all(hasattr(datamodule, name) for name in ("field", "fit", "decoder_path", "source")):
         return None
-    decoder, meta = load_decoder(datamodule.decoder_path)
-    if module.decoder_hash is not None and meta.hash != module.decoder_hash:
-        warnings.warn(f"the datamodule's decoder {datamodule.decoder_path} is not the one of the training clouds; "
-                      "the checkpoint holds no inference record")
+    try:
+        decoder, meta = load_decoder(datamodule.decoder_path)
+        if module.decoder_hash is not None and meta.hash != module.decoder_hash:
+            raise DecoderFileError(f"{datamodule.decoder_path} is not the decoder of the training clouds")
+    except DecoderFileError as err:  # the checkpoint is still saved, only without what arc.load needs
+        warnings.warn(f"the checkpoint holds no inference record (arc.load cannot read it): {err}")
         return None
     canvas = CanvasConfig.parse(datamodule.canvas)
     return {
@@ -221,23 +227,33 @@ class Predictor:
     def predict(self, inputs: Input | Sequence[Input], *, batch_size: int = 256,
                 cache_dir: str | os.PathLike | None = None, cache: bool = True, max_pixels: int = MAX_PIXELS,
                 progress: bool = False) -> Predictions:
-        """Classify image files or tensors: read, fit (or take from the cache), classify with the evaluation views.
+        """Classify image files or tensors ([H, W], [C, H, W], or a [B, C, H, W] batch): read, fit (or take from the
+        cache), classify with the evaluation views.
 
         batch_size: images read, fitted and classified together (the evaluation views of an image depend on the
         batch it is in); cache_dir: the cloud cache (default :func:`arc.cache.default_cache_dir`); cache=False
         fits every image anew and stores nothing; max_pixels: larger files are skipped unread.
         """
-        items = [inputs] if isinstance(inputs, (str, os.PathLike, Tensor)) else list(inputs)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        single = isinstance(inputs, (str, os.PathLike)) or (isinstance(inputs, Tensor) and inputs.ndim < 4)
+        items = [inputs] if single else list(inputs)  # a [B, C, H, W] tensor is B images
         store = CloudCache((cache_dir or default_cache_dir()) if cache else None)
         steps = self.fit.steps
         bar = tqdm(total=len(items) * steps, desc="predict", unit="img", unit_scale=1 / steps, disable=not progress,
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
+        lock = threading.Lock()  # fitting threads report their steps
+
+        def advance(image_steps: int) -> None:
+            with lock:
+                bar.update(image_steps)
+
         nan = torch.full((len(items), len(self.class_names)), float("nan"))
         result = Predictions(self.class_names, [None] * len(items), nan, [""] * len(items),
                              psnr=[float("nan")] * len(items))
         for batch_idx, first in enumerate(range(0, len(items), batch_size)):
             chunk = range(first, min(first + batch_size, len(items)))
-            clouds = self._clouds(items, chunk, store, result, max_pixels, lambda n: bar.update(n))
+            clouds = self._clouds(items, chunk, store, result, max_pixels, advance)
             if clouds:
                 done = sorted(clouds)
                 batch = CloudBatch.concat([clouds[i] for i in done]).to(self.device)
@@ -251,7 +267,7 @@ class Predictor:
         return result
 
     def _clouds(self, items: Sequence[Input], chunk: range, store: CloudCache, result: Predictions, max_pixels: int,
-                advance) -> dict[int, CloudBatch]:
+                advance: Callable[[int], None]) -> dict[int, CloudBatch]:
         """The clouds (batches of one) of the readable inputs ``chunk``, from the cache or fitted now."""
         clouds: dict[int, CloudBatch] = {}
         todo: dict[int, tuple[Tensor, str, int]] = {}
@@ -293,10 +309,24 @@ def _reason(err: Exception, item: Input) -> str:
     return text[len(prefix):] if isinstance(item, (str, os.PathLike)) and text.startswith(prefix) else text
 
 
-def _model(settings: Settings, state: dict[str, Tensor]) -> ARCModel:
-    model = ARCModel(**settings.model)
-    model.load_state_dict(state, strict=True)
-    return model
+def _line(err: Exception) -> str:
+    """One line about ``err``: its type and the first line of its message (at most 200 characters)."""
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+
+
+def build_model(path: Any, settings: Settings, state: dict[str, Tensor] | str) -> ARCModel:
+    """The :class:`ARCModel` of ``settings.model`` with the weights ``state`` (a state dict or a safetensors file);
+    :class:`ModelFileError` when they do not fit each other."""
+    try:
+        network = ARCModel(**settings.model)
+        if isinstance(state, str):
+            load_model(network, state, strict=True)
+        else:
+            network.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError, OSError, SafetensorError) as err:
+        raise ModelFileError(f"{path}: the classifier's settings and weights do not fit ({_line(err)})") from err
+    return network
 
 
 def from_checkpoint(path: str | os.PathLike, device: torch.device | str | None = None) -> Predictor:
@@ -305,8 +335,7 @@ def from_checkpoint(path: str | os.PathLike, device: torch.device | str | None =
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
     except Exception as err:  # noqa: BLE001 - any failure means "not a checkpoint"
-        raise ModelFileError(f"{path} is neither an arc checkpoint nor a bundle directory "
-                             f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})") from err
+        raise ModelFileError(f"{path} is neither an arc checkpoint nor a bundle directory ({_line(err)})") from err
     record = checkpoint.get(INFERENCE_KEY)
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         raise ModelFileError(f"{path} holds no inference record (decoder, field and fit settings): it was saved "
@@ -316,11 +345,14 @@ def from_checkpoint(path: str | os.PathLike, device: torch.device | str | None =
         decoder = Decoder(meta.latent_dim, meta.neighbours, meta.channels, meta.offset_scale)
         decoder.load_state_dict(record["decoder"], strict=True)
     except (KeyError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"{path}: the decoder in the checkpoint is broken ({err})") from err
+        raise ModelFileError(f"{path}: the decoder in the checkpoint is broken ({_line(err)})") from err
     check_decoder(path, decoder, meta, checkpoint.get("arc_decoder_hash") or meta.hash)
-    settings = Settings.of_checkpoint(hparams, record, meta.hash)
+    try:
+        settings = Settings.of_checkpoint(hparams, record, meta.hash)
+    except (KeyError, TypeError) as err:
+        raise ModelFileError(f"{path}: the checkpoint lacks the setting {err}") from err
     model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    return Predictor(_model(settings, model_state), decoder, meta, settings, device)
+    return Predictor(build_model(path, settings, model_state), decoder, meta, settings, device)
 
 
 def check_decoder(path: Any, decoder: Decoder, meta: DecoderMeta, expected: str) -> None:

@@ -98,3 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"converted; {result.fitted} clouds fitted, {result.cached} from the cache"
           f"{f'; {ignored} non-image files ignored' if ignored else ''} -> {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

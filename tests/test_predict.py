@@ -146,7 +146,12 @@ def test_a_tampered_bundle_or_a_foreign_file_fails_with_one_line(trained, tmp_pa
     with pytest.raises(ModelFileError, match="do not match the recorded decoder hash"):
         arc.load(bundle)
     (tmp_path / "notes.ckpt").write_text("not a model")
-    for model in (bundle, tmp_path / "notes.ckpt", tmp_path / "missing.ckpt", tmp_path):
+    checkpoint = torch.load(trained.ckpt, map_location="cpu", weights_only=True)
+    del checkpoint["arc_inference"]  # a checkpoint saved before inference records existed
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.raises(ModelFileError, match="holds no inference record"):
+        arc.load(tmp_path / "old.ckpt")
+    for model in (bundle, tmp_path / "notes.ckpt", tmp_path / "old.ckpt", tmp_path / "missing.ckpt", tmp_path):
         capsys.readouterr()
         code = predict_main(["--model", str(model), "--input", str(trained.images), "--out", str(tmp_path / "p.csv")])
         err = capsys.readouterr().err
