@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError
 from safetensors.torch import load_model
@@ -86,9 +87,23 @@ def inference_record(module: Any) -> Optional[dict[str, Any]]:
         "fit": _plain(datamodule.fit),
         "preprocess": {"channels": int(datamodule.source.channels),
                        "center_crop": datamodule.source_options.get("center_crop"),
-                       "canvas": None if canvas is None else asdict(canvas)},
+                       "canvas": None if canvas is None else asdict(canvas),
+                       "image_size": training_size(datamodule.source)},
         "class_names": list(module.names()),
     }
+
+
+def training_size(source: Any, samples: int = 16) -> Optional[list[int]]:
+    """[H, W] of the train images of ``source`` before its canvas (after its crop), when the first ``samples``
+    readable ones agree; None for mixed sizes."""
+    split = source.split("train")
+    sizes = set()
+    for i in range(min(samples, len(split))):
+        try:
+            sizes.add(tuple(split.reader.read(i).shape[1:]) if split.center_crop is None else (split.center_crop,) * 2)
+        except ImageReadError:
+            continue
+    return list(sizes.pop()) if len(sizes) == 1 else None
 
 
 @dataclass
@@ -97,7 +112,8 @@ class Settings:
 
     model: ARCModel arguments (num_classes, latent_dim, backbone {class_path, init_args}, head_hidden,
     normalisation); field, fit: :class:`FieldConfig` / :class:`FitConfig` as dicts; preprocess: channels
-    (1 or 3), center_crop (int or None), canvas (dict or None); evaluation: views, augment, seed
+    (1 or 3), center_crop (int or None), canvas (dict or None), image_size ([H, W] of the training images before
+    the canvas, or None); evaluation: views, augment, seed
     (:meth:`ARCModel.log_probs`); decoder_hash: the decoder the classifier was trained with.
     """
 
@@ -126,8 +142,9 @@ class Predictions:
 
     pred: class name, or None for an input that was skipped; probs: [N, classes] float32 (NaN rows for
     skipped inputs); error: "" or why the input was skipped; converted: inputs converted on reading
-    (channels, bit depth, colour model); fitted / cached: clouds fitted now / read from the cache; psnr: each
-    cloud's reconstruction PSNR [dB] on its image (NaN for skipped inputs), a check of the fit.
+    (channels, bit depth, colour model); other_size: inputs whose size differs from the training images'
+    (``image_size``), resized to it when ``resized``; fitted / cached: clouds fitted now / read from the cache;
+    psnr: each cloud's reconstruction PSNR [dB] on its image (NaN for skipped inputs), a check of the fit.
     """
 
     class_names: list[str]
@@ -135,6 +152,8 @@ class Predictions:
     probs: Tensor
     error: list[str]
     converted: int = 0
+    other_size: int = 0
+    resized: bool = False
     fitted: int = 0
     cached: int = 0
     psnr: list[float] = field(default_factory=list)
@@ -166,16 +185,18 @@ class Predictor:
         self.decoder.to(self.device)
         return self
 
-    @property
-    def cache_settings(self) -> dict[str, Any]:
+    def cache_settings(self, resize: bool = False) -> dict[str, Any]:
         """Everything a fitted cloud depends on besides the image (``pixel_budget`` only bounds memory)."""
         fit = {k: v for k, v in asdict(self.fit).items() if k != "pixel_budget"}
         return {"decoder": self.meta.hash, "field": asdict(self.field), "fit": fit,
-                "preprocess": self.settings.preprocess}
+                "preprocess": self.settings.preprocess, "resize": resize}
 
-    def read(self, item: Input, max_pixels: int = MAX_PIXELS) -> tuple[Tensor, str, bool]:
-        """(image [C, H, W] in [0, 1] as the model's source prepares it, content hash, converted) of a file or a
-        tensor ([H, W] or [C, H, W], float in [0, 1] or uint8). Raises :class:`ImageReadError` (a skip).
+    def read(self, item: Input, max_pixels: int = MAX_PIXELS, resize: bool = False) -> tuple[Tensor, str, bool, bool]:
+        """(image [C, H, W] in [0, 1] as the model's source prepares it, content hash, converted, other size) of a
+        file or a tensor ([H, W] or [C, H, W], float in [0, 1] or uint8). Raises :class:`ImageReadError` (a skip).
+
+        An image of another size than the training images (``image_size``) is fitted at its own size, or resized
+        to theirs (bilinear, antialiased, as the digits source resizes) with ``resize``.
 
         The content hash is that of the pixels in the model's channels (before crop and canvas), so a file and
         the tensor of its pixels are one image: same cloud, same cache entry.
@@ -205,6 +226,11 @@ class Predictor:
         image, channels_converted = conform_channels(image, int(self.settings.preprocess["channels"]))
         image = check_source_image(image, what).contiguous()
         content = hashlib.sha256(repr(tuple(image.shape)).encode() + image.numpy().tobytes()).hexdigest()
+        size = self.settings.preprocess.get("image_size")
+        other_size = size is not None and list(image.shape[1:]) != list(size)
+        if other_size and resize:
+            image = F.interpolate(image[None], size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+            image = image[0].clamp_(0.0, 1.0)
         crop = self.settings.preprocess.get("center_crop")
         if crop is not None:
             if min(image.shape[1:]) < crop:
@@ -221,21 +247,25 @@ class Predictor:
             latent_count(image.shape[1], image.shape[2], 0, self.field)
         except FieldInputError as err:
             raise ImageReadError(f"{what}: too small for the field ({err})") from err
-        return image, content, converted or channels_converted
+        return image, content, converted or channels_converted, other_size
 
     @torch.no_grad()
     def predict(self, inputs: Input | Sequence[Input], *, batch_size: int = 256,
                 cache_dir: str | os.PathLike | None = None, cache: bool = True, max_pixels: int = MAX_PIXELS,
-                progress: bool = False) -> Predictions:
+                resize: bool = False, progress: bool = False) -> Predictions:
         """Classify image files or tensors ([H, W], [C, H, W], or a [B, C, H, W] batch): read, fit (or take from the
         cache), classify with the evaluation views.
 
         batch_size: images read, fitted and classified together (the evaluation views of an image depend on the
         batch it is in); cache_dir: the cloud cache (default :func:`arc.cache.default_cache_dir`); cache=False
-        fits every image anew and stores nothing; max_pixels: larger files are skipped unread.
+        fits every image anew and stores nothing; max_pixels: larger files are skipped unread; resize: fit images of
+        another size at the training images' size (see :meth:`read`).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if resize and self.settings.preprocess.get("image_size") is None:
+            raise ValueError("resize: the model records no single training image size (mixed sizes, or an older "
+                             "checkpoint)")
         single = isinstance(inputs, (str, os.PathLike)) or (isinstance(inputs, Tensor) and inputs.ndim < 4)
         items = [inputs] if single else list(inputs)  # a [B, C, H, W] tensor is B images
         store = CloudCache((cache_dir or default_cache_dir()) if cache else None)
@@ -249,7 +279,7 @@ class Predictor:
                 bar.update(image_steps)
 
         nan = torch.full((len(items), len(self.class_names)), float("nan"))
-        result = Predictions(self.class_names, [None] * len(items), nan, [""] * len(items),
+        result = Predictions(self.class_names, [None] * len(items), nan, [""] * len(items), resized=resize,
                              psnr=[float("nan")] * len(items))
         for batch_idx, first in enumerate(range(0, len(items), batch_size)):
             chunk = range(first, min(first + batch_size, len(items)))
@@ -273,13 +303,14 @@ class Predictor:
         todo: dict[int, tuple[Tensor, str, int]] = {}
         for i in chunk:
             try:
-                image, content, converted = self.read(items[i], max_pixels)
+                image, content, converted, other_size = self.read(items[i], max_pixels, result.resized)
             except ImageReadError as err:
                 result.error[i] = _reason(err, items[i])
                 advance(self.fit.steps)
                 continue
             result.converted += converted
-            key, index = cloud_key(content, self.cache_settings), content_index(content)
+            result.other_size += other_size
+            key, index = cloud_key(content, self.cache_settings(result.resized)), content_index(content)
             hit = store.get(key, index)
             if hit is None:
                 todo[i] = (image, key, index)

@@ -1,7 +1,7 @@
 """``arc predict`` and ``tools/predict.py``: classify image files with a checkpoint or a bundle, write a CSV.
 
     python tools/predict.py --model CKPT_OR_BUNDLE --input DIR_OR_FILES... --out FILE.csv \\
-        [--batch-size 256] [--device cuda|cpu] [--cache-dir DIR | --no-cache] [--max-pixels N]
+        [--batch-size 256] [--device cuda|cpu] [--cache-dir DIR | --no-cache] [--max-pixels N] [--resize]
 
 Folders are searched recursively for image files (by extension, as the imagefolder source does);
 files named on the command line are always read. One row per file: ``path``, ``pred`` (class name),
@@ -70,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="cache of fitted clouds (default: $ARC_CACHE or ~/.cache/arc)")
     p.add_argument("--no-cache", action="store_true", help="fit every image anew and cache nothing")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"skip larger images (default {MAX_PIXELS})")
+    p.add_argument("--resize", action="store_true", help="fit images of another size than the training images at "
+                   "their size (default: at their own size)")
     return p
 
 
@@ -90,13 +92,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no image files in {' '.join(args.input)} (extensions {', '.join(IMAGE_EXTENSIONS)})",
               file=sys.stderr)
         return 2
+    if args.resize and predictor.settings.preprocess.get("image_size") is None:
+        print("error: --resize: the model records no single training image size (mixed sizes, or an older "
+              "checkpoint)", file=sys.stderr)
+        return 2
     result = predictor.predict(files, batch_size=args.batch_size, cache_dir=args.cache_dir, cache=not args.no_cache,
-                               max_pixels=args.max_pixels, progress=True)
+                               max_pixels=args.max_pixels, resize=args.resize, progress=True)
     write_csv(args.out, files, result)
     skipped = sum(1 for error in result.error if error)
     print(f"{len(files)} files: {len(files) - skipped} classified, {skipped} skipped with an error, {result.converted} "
           f"converted; {result.fitted} clouds fitted, {result.cached} from the cache"
           f"{f'; {ignored} non-image files ignored' if ignored else ''} -> {args.out}")
+    if result.other_size:
+        size = "x".join(map(str, predictor.settings.preprocess["image_size"]))
+        print(f"{result.other_size} images differ in size from the training images ({size}): "
+              f"{'resized to it' if result.resized else 'fitted at their own size (--resize fits them at it)'}")
     return 0
 
 

@@ -181,3 +181,16 @@ def test_a_folder_of_bad_files_gets_an_error_row_each_and_the_rest_is_classified
         assert rows[name]["error"] == "" and rows[name]["pred"], rows[name]
     assert rows["sixteen_bit.png"]["pred"] == rows["good.png"]["pred"]
     assert "7 files: 3 classified, 4 skipped with an error, 2 converted" in capsys.readouterr().out
+
+
+def test_images_of_another_size_are_fitted_at_their_own_size_or_resized_on_request(trained, tmp_path, capsys):
+    predictor = arc.load(trained.ckpt, device="cpu")
+    assert predictor.settings.preprocess["image_size"] == [12, 12]
+    big = tmp_path / "big.png"
+    Image.open(trained.images / "00.png").resize((24, 24), Image.Resampling.BILINEAR).save(big)
+    assert predictor.read(big)[0].shape == (1, 24, 24) and predictor.read(big, resize=True)[0].shape == (1, 12, 12)
+    own, resized = predictor.predict([big], cache=False), predictor.predict([big], cache=False, resize=True)
+    assert (own.other_size, own.resized, resized.other_size, resized.resized) == (1, False, 1, True)
+    assert predict_main(["--model", str(trained.ckpt), "--input", str(big), "--out", str(tmp_path / "p.csv"),
+                         "--no-cache"]) == 0
+    assert "1 images differ in size from the training images (12x12): fitted at their own size" in capsys.readouterr().out
