@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -67,4 +68,8 @@ class CloudCache:
         t = {"pos": cloud.pos, "lat": cloud.lat, "size": cloud.size[0], "colour_mean": cloud.colour_mean[0],
              "colour_std": cloud.colour_std[0], "psnr": torch.as_tensor(float(psnr))}
         tensors = {name: t[name].detach().cpu().contiguous() for name in _TENSORS}
-        atomic_write(self._path(key), lambda tmp: save_file(tensors, tmp))
+        try:
+            atomic_write(self._path(key), lambda tmp: save_file(tensors, tmp))
+        except OSError as err:  # the cache only saves time: go on without it
+            warnings.warn(f"the cloud cache {self.root} is not writable ({err}); fitted clouds are not cached")
+            self.root = None

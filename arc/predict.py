@@ -70,8 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="cache of fitted clouds (default: $ARC_CACHE or ~/.cache/arc)")
     p.add_argument("--no-cache", action="store_true", help="fit every image anew and cache nothing")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"skip larger images (default {MAX_PIXELS})")
-    p.add_argument("--resize", action="store_true", help="fit images of another size than the training images at "
-                   "their size (default: at their own size)")
+    p.add_argument("--resize", action="store_true", help="fit images whose size differs from the training images' "
+                   "at that size (default: at their own size)")
     return p
 
 

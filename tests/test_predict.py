@@ -113,6 +113,10 @@ def test_the_cache_makes_a_second_call_skip_fitting(trained, tmp_path):
     second = predictor.predict(paths, cache_dir=tmp_path)
     assert (first.fitted, first.cached, second.fitted, second.cached) == (10, 0, 0, 10)
     assert torch.equal(first.probs, second.probs) and first.pred == second.pred
+    broken = next(tmp_path.rglob("*.safetensors"))
+    broken.write_bytes(b"garbage")  # a broken entry is a miss: fitted again and rewritten
+    again = predictor.predict(paths, cache_dir=tmp_path)
+    assert (again.fitted, again.cached) == (1, 9) and torch.equal(again.probs, first.probs)
     as_tensor = torch.from_numpy(np.array(Image.open(paths[3])))  # the same pixels given as a tensor: one image
     third = predictor.predict([as_tensor], cache_dir=tmp_path)
     assert third.cached == 1  # classified alone, not in a batch of 10: equal up to rounding
