@@ -73,7 +73,9 @@ class PredictionWriter(BasePredictionWriter):
 
 
 class WandbMedia(Callback):
-    """Log the confusion matrix of every validation and test epoch, and ``clouds`` validation clouds once.
+    """W&B extras: the confusion matrix of every validation and test epoch, ``clouds`` validation clouds
+    (once), a histogram of the fitted clouds' reconstruction PSNR [dB] per split, and the best ``val/acc``
+    in the run summary.
 
     Only with a :class:`~lightning.pytorch.loggers.WandbLogger`, on rank 0, never during the sanity
     check; a failure to draw becomes a warning (media never stop training).
@@ -89,6 +91,31 @@ class WandbMedia(Callback):
         if trainer.sanity_checking or trainer.global_rank != 0:
             return None
         return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        logger = self._logger(trainer)
+        if logger is not None:
+            logger.experiment.define_metric("val/acc", summary="max")
+        self._log_psnr(trainer, ("train", "val"))
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_psnr(trainer, ("test",))
+
+    def _log_psnr(self, trainer: pl.Trainer, splits: tuple[str, ...]) -> None:
+        """``fit/psnr_hist/<split>``: the PSNR of every fitted cloud the datamodule serves (ARCDataModule)."""
+        logger, store = self._logger(trainer), getattr(trainer.datamodule, "cloud_store", None)
+        if logger is None or store is None:
+            return
+        try:
+            import wandb
+
+            from arc.data.clouds import CloudDataset
+
+            for split in (s for s in splits if store.has_split(s)):
+                psnr = CloudDataset(store, split).psnr.numpy()
+                logger.experiment.log({f"fit/psnr_hist/{split}": wandb.Histogram(psnr)}, commit=False)
+        except Exception as err:  # media are optional
+            rank_zero_warn(f"could not log the PSNR histogram: {type(err).__name__}: {err}")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx == 0 and not self._clouds_logged and self.clouds and self._logger(trainer) is not None:

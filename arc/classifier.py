@@ -277,16 +277,19 @@ class ARCClassifier(pl.LightningModule):
         return self.class_names if self.class_names is not None else [str(i) for i in range(self.num_classes)]
 
     def on_validation_epoch_end(self) -> None:
-        self.confusion["val"] = self.val_confusion.compute().cpu()
-        self.val_confusion.reset()
+        self._log_class_accuracy("val", self.val_confusion)
 
     def on_test_epoch_end(self) -> None:
-        matrix = self.confusion["test"] = self.test_confusion.compute().cpu()
-        self.test_confusion.reset()
+        self._log_class_accuracy("test", self.test_confusion)
+
+    def _log_class_accuracy(self, stage: str, confusion: MulticlassConfusionMatrix) -> None:
+        """Keep the epoch's confusion matrix in ``confusion[stage]`` and log ``<stage>/acc_class/<name>``."""
+        matrix = self.confusion[stage] = confusion.compute().cpu()
+        confusion.reset()
         support = matrix.sum(1)
         for i, name in enumerate(self.names()):
-            if support[i] > 0:  # a class absent from the test split has no accuracy
-                self.log(f"test/acc_class/{name}", matrix[i, i].float() / support[i], sync_dist=False)
+            if support[i] > 0:  # a class absent from the split has no accuracy
+                self.log(f"{stage}/acc_class/{name}", matrix[i, i].float() / support[i], sync_dist=False)
 
     # ------------------------------------------------------------ optimisation
 

@@ -7,15 +7,18 @@ saved with each run and sent to W&B; ``fit`` runs ``test`` on the best-val check
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import logging
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, TypeVar, get_type_hints
 
 import torch
 import yaml
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -236,7 +239,7 @@ class ARCCLI(LightningCLI):
             where["decoder"] = decoder
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
-                where["wandb"] = logger.experiment.url or logger.experiment.dir
+                where["wandb"] = logger.experiment.url or Path(logger.experiment.dir).parent
         print("\n".join(f"{key + ':':<12} {value}" for key, value in where.items()), flush=True)
 
 
@@ -251,10 +254,45 @@ def user_error(error: BaseException) -> BaseException:
     return ours[0] if ours else chain[-1]
 
 
+UNKNOWN_KEY = re.compile(
+    r"class_path '([\w.]+)':\s+(?:unrecognized arguments: --|Option '|Group '([\w.]+)' does not accept option ')([\w.]+)")
+
+
+def unknown_key_message(parser_message: str, group: str) -> Optional[str]:
+    """"unknown key 'stepz' in data.fit (valid: steps, lr, ...)" for a parser error about a typo in a typed
+    settings block of a ``class_path`` group (``group``: "model" or "data"); None for any other error."""
+    found = UNKNOWN_KEY.search(parser_message)
+    if found is None:
+        return None
+    class_path, group_key, key = found.groups()
+    dotted = f"{group_key}.{key}" if group_key else key.split("=")[0]
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None)
+    block, _, key = dotted.rpartition(".")
+    hints = {}
+    for klass in getattr(cls, "__mro__", ()):
+        if "__init__" in vars(klass):
+            hints.update({k: v for k, v in get_type_hints(klass.__init__).items() if k not in hints})
+    settings = hints.get(block.split(".")[0]) if block else None
+    if settings is None or not dataclasses.is_dataclass(settings):
+        valid = [k for k in hints if k not in ("return", "args", "kwargs")]
+        return f"unknown key '{dotted}' in {group} (valid: {', '.join(valid)})" if valid else None
+    valid = [f.name for f in dataclasses.fields(settings)]
+    return f"unknown key '{key}' in {group}.{block} (valid: {', '.join(valid)})"
+
+
 def exit_on_invalid_config(run: Callable[[], T]) -> T:
     """Run ``run``; an invalid value ends the program with one message (``ARC_DEBUG=1`` shows the traceback)."""
     try:
         return run()
+    except ArgumentError as error:
+        if os.environ.get("ARC_DEBUG"):
+            raise
+        text = str(error)
+        group = "data" if "Parser key \"data\"" in text else "model"
+        print(f"error: {unknown_key_message(text, group) or text}", file=sys.stderr)
+        print("(--help lists every option with its default)", file=sys.stderr)
+        raise SystemExit(2) from None
     except ValueError as error:
         if os.environ.get("ARC_DEBUG"):
             raise
@@ -268,15 +306,17 @@ def build_cli(args: Optional[list[str]] = None, run: bool = True) -> ARCCLI:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ensure_wandb_never_prompts()
     owns_run_env = RUN_DIR_ENV not in os.environ
+    if args is None:  # the composed files in the process's own command line (which DDP launchers repeat)
+        sys.argv[1:] = expand_compose(sys.argv[1:])
     try:
         return exit_on_invalid_config(lambda: ARCCLI(
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=SaveConfigToRun if run else None,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf"},
+            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
             seed_everything_default=0,
-            args=expand_compose(sys.argv[1:] if args is None else list(args)),
+            args=None if args is None else expand_compose(list(args)),
             run=run,
         ))
     finally:

@@ -311,7 +311,8 @@ def test_per_class_metrics_on_a_hand_made_example(tmp_path):
 
 def test_media_confusion_every_epoch_clouds_once(tmp_path, monkeypatch):
     logged = []
-    fake = SimpleNamespace(log_image=lambda key, images, step: logged.append((key, images[0].shape)))
+    fake = SimpleNamespace(log_image=lambda key, images, step: logged.append((key, images[0].shape)),
+                           experiment=SimpleNamespace(define_metric=lambda name, summary: None))
     monkeypatch.setattr(WandbMedia, "_logger", staticmethod(lambda trainer: fake))
     torch.manual_seed(0)
     data = CloudData(train=16, val=8, batch_size=8)
@@ -333,7 +334,7 @@ def test_fit_learns_checkpoint_keeps_stats_and_predict_writes_csv(tmp_path):
     fit = trainer(tmp_path, max_epochs=6)
     fit.fit(model, datamodule=data)
     acc = float(fit.callback_metrics["val/acc"])
-    assert {"train/loss", "val/loss", "val/acc", "val/acc_macro"} <= set(fit.callback_metrics)
+    assert {"train/loss", "val/loss", "val/acc", "val/acc_macro", "val/acc_class/ant"} <= set(fit.callback_metrics)
     assert acc > 0.5, acc  # chance is 0.25
     assert model.class_names == ["ant", "bee", "cat", "dog"]
     assert torch.allclose(model.model.normaliser.mean, data.latent_stats[0])

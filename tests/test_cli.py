@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,27 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_fit_then_test_then_predict(workdir):
+class FakeWandb:
+    """What WandbMedia sends to W&B: keys of logged dicts and images, the metric definitions."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.experiment = SimpleNamespace(log=lambda data, commit=True: self.keys.extend(data),
+                                          define_metric=lambda name, summary: self.keys.append(f"{summary}:{name}"))
+
+    def log_image(self, key, images, step=None) -> None:
+        self.keys.append(key)
+
+
+def test_fit_then_test_then_predict(workdir, monkeypatch):
+    from arc.callbacks import WandbMedia
+
+    fake = FakeWandb()
+    monkeypatch.setattr(WandbMedia, "_logger", staticmethod(lambda trainer: fake))
     cli = main(["fit", "--config", "tiny.yaml"])
+    assert {"max:val/acc", "fit/psnr_hist/train", "fit/psnr_hist/val", "fit/psnr_hist/test", "val/clouds",
+            "val/confusion_matrix", "test/confusion_matrix"} <= set(fake.keys)
+    assert fake.keys.count("val/clouds") == 1
     best = workdir / "runs/tiny/version_0/checkpoints/best.ckpt"
     assert best.exists() and (workdir / "runs/tiny/latest").resolve() == best.parents[1].resolve()
     metrics = cli.trainer.callback_metrics

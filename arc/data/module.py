@@ -6,8 +6,9 @@ decoder-pretraining images; ``ARCDataModule`` chains the stages and serves Cloud
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import lightning as L
 import torch
@@ -18,10 +19,25 @@ from arc.data.sources import SPLITS, ImageSource, open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.pipeline import anchor_stage, default_decoder_path, open_store, pretrain_stage, pretraining_images, store_decoder
 from arc.seeding import derive_generator, run_seed
+from arc.settings import as_settings
 from arc.store import CloudStore
 from arc.viz import log_reconstructions
 
 log = logging.getLogger(__name__)
+
+
+Seeded = TypeVar("Seeded", FitConfig, PretrainConfig)
+
+
+def with_data_seed(settings: Seeded, seed: int, where: str) -> Seeded:
+    """``settings`` with the representation seed ``data.seed``: one seed names a store.
+
+    A ``seed`` of its own other than the default (0) and ``data.seed`` is an error, not silently replaced.
+    """
+    if settings.seed not in (0, seed):
+        raise ValueError(f"{where}.seed ({settings.seed}) differs from data.seed ({seed}): set data.seed, "
+                         "the representation seed of every stage")
+    return replace(settings, seed=seed)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -34,7 +50,7 @@ class ImageDataModule(L.LightningDataModule):
         source_options: extra source options (e.g. ``{"size": 16}`` for digits, ``{"center_crop": 320}``).
         canvas: ``{"size": S, "mode": "centre"|"random"}`` to pad images onto an S×S canvas.
         val_fraction: share of train that becomes val when the source has no own val split.
-        field / pretrain: the settings of :mod:`arc.field.config` as dicts.
+        field / pretrain: the settings of :mod:`arc.field.config` (a mapping of their keys in Python).
         decoder: an explicit decoder checkpoint; default: the path keyed by (source, field, pretrain).
         fit_device: device for pretraining/fitting ("auto": the trainer's device, else CPU).
         seed: the representation seed: the val split, the pretraining subset and everything random per
@@ -49,8 +65,8 @@ class ImageDataModule(L.LightningDataModule):
         source_options: Optional[dict[str, Any]] = None,
         canvas: Optional[dict[str, Any]] = None,
         val_fraction: float = 0.1,
-        field: Optional[dict[str, Any]] = None,
-        pretrain: Optional[dict[str, Any]] = None,
+        field: FieldConfig = FieldConfig(),
+        pretrain: PretrainConfig = PretrainConfig(),
         decoder: Optional[str] = None,
         fit_device: str = "auto",
         seed: int = 0,
@@ -62,8 +78,8 @@ class ImageDataModule(L.LightningDataModule):
         self.source_options = dict(source_options or {})
         self.canvas = canvas
         self.val_fraction = val_fraction
-        self.field = FieldConfig(**(field or {}))
-        self.pretrain = PretrainConfig(**{"seed": seed, **(pretrain or {})})
+        self.field = as_settings(FieldConfig, field, "data.field")
+        self.pretrain = with_data_seed(as_settings(PretrainConfig, pretrain, "data.pretrain"), seed, "data.pretrain")
         self.decoder = decoder
         self.fit_device = fit_device
         self.seed = seed
@@ -140,7 +156,7 @@ class ARCDataModule(ImageDataModule):
     Takes the arguments of :class:`ImageDataModule` (passed through ``kwargs``) plus:
 
     Args:
-        fit: the fitting settings (:class:`arc.field.config.FitConfig`) as a dict.
+        fit: the fitting settings (:class:`arc.field.config.FitConfig`; a mapping of its keys in Python).
         store: an explicit store directory; default: keyed by (source, field, fit, decoder) under root.
         shard_size: images per store shard.
         batch_size: clouds per batch; num_workers: DataLoader workers.
@@ -149,7 +165,7 @@ class ARCDataModule(ImageDataModule):
 
     def __init__(
         self,
-        fit: Optional[dict[str, Any]] = None,
+        fit: FitConfig = FitConfig(),
         store: Optional[str] = None,
         shard_size: int = 1024,
         batch_size: int = 1024,
@@ -164,7 +180,7 @@ class ARCDataModule(ImageDataModule):
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if predict_split not in SPLITS:
             raise ValueError(f"data.predict_split must be one of {SPLITS}, got {predict_split!r}")
-        self.fit = FitConfig(**{"seed": self.seed, **(fit or {})})
+        self.fit = with_data_seed(as_settings(FitConfig, fit, "data.fit"), self.seed, "data.fit")
         self.store_path = store
         self.shard_size = shard_size
         self.batch_size = batch_size

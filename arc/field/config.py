@@ -19,18 +19,22 @@ Precision = Literal["32", "tf32", "bf16", "16"]
 class FieldConfig:
     """The representation: latent size, neighbours, latent density and colour space.
 
-    latents_per_pixel: rho in k = floor(rho * H * W); ignored when latent_count is set.
-    latent_count: an absolute number of latents per image (paper Table 11), or None.
-    reference_pixels: with latent_count (and only then), the image area H * W [pixels] the count
-        refers to, e.g. 784 for 28x28 or a typical area when sizes are mixed; it fixes the
-        dataset's offset scale (see ``spacing``). Required with latent_count unless offset_scale
-        is a number.
-    offset_scale: how the decoder's offsets (latent - pixel) are scaled: "spacing" divides them by
-        the dataset constant ``spacing`` (the expected latent spacing); a number divides them by
-        that many pixels instead (one dataset constant, e.g. ~20 for a 28x28 image on a 100x100
-        canvas, docs/benchmarks.md); "per_image" standardises them per image by the scalar mean
-        and unbiased std of all its offsets (the original code; :mod:`arc.field.offsets`). The
-        decoder carries its mode (``offset_mode``), so decoding scales as fitting did.
+    Args:
+        latent_dim: z, the size of every latent vector.
+        neighbours: the nearest latents each pixel's decoder query reads.
+        latents_per_pixel: rho in k = floor(rho * H * W); ignored when latent_count is set.
+        latent_count: an absolute number of latents per image (paper Table 11), or None.
+        colour: "standardise" (per-image channel mean/std, the paper) or "unit" (pixel values in [0, 1]).
+        reference_pixels: with latent_count (and only then), the image area H * W [pixels] the count
+            refers to, e.g. 784 for 28x28 or a typical area when sizes are mixed; it fixes the
+            dataset's offset scale (see ``spacing``). Required with latent_count unless offset_scale
+            is a number.
+        offset_scale: how the decoder's offsets (latent - pixel) are scaled: "spacing" divides them by
+            the dataset constant ``spacing`` (the expected latent spacing); a number divides them by
+            that many pixels instead (one dataset constant, e.g. ~20 for a 28x28 image on a 100x100
+            canvas, docs/benchmarks.md); "per_image" standardises them per image by the scalar mean
+            and unbiased std of all its offsets (the original code; :mod:`arc.field.offsets`). The
+            decoder carries its mode (``offset_mode``), so decoding scales as fitting did.
     """
 
     latent_dim: int = 32
@@ -103,13 +107,18 @@ def _check_common(steps: int, lr: float, pixel_fraction: float) -> None:
 class FitConfig:
     """Fitting latents with a frozen decoder (per-image Adam, chunked pixel schedule).
 
-    pixel_budget: supervised pixels per step of a group and per pass; bounds memory (a group's
-        pixel tables, about 72 bytes per image pixel; the decoder activations are computed in
-        blocks of at most 2^20 pixels on CUDA, 2,048 on the CPU). It does not change the
-        results, so it is not part of the store key.
-    precision: the decoder matmuls on CUDA: "32" (full float32), "tf32" (float32 with TF32
-        tensor-core matmuls), "bf16" or "16" (matmuls in that dtype, float32 loss and Adam).
-        The CPU always fits in full float32.
+    Args:
+        steps: Adam steps per image.
+        lr: Adam learning rate of the latents.
+        pixel_fraction: share of an image's pixels supervised per step (a fixed chunk schedule).
+        pixel_budget: supervised pixels per step of a group and per pass; bounds memory (a group's
+            pixel tables, about 72 bytes per image pixel; the decoder activations are computed in
+            blocks of at most 2^20 pixels on CUDA, 2,048 on the CPU). It does not change the
+            results, so it is not part of the store key.
+        precision: the decoder matmuls on CUDA: "32" (full float32), "tf32" (float32 with TF32
+            tensor-core matmuls), "bf16" or "16" (matmuls in that dtype, float32 loss and Adam).
+            The CPU always fits in full float32.
+        seed: the seed of every per-image draw; the DataModule sets it to ``data.seed``.
     """
 
     steps: int = 500
@@ -130,7 +139,15 @@ class FitConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Joint training of the shared decoder and the latents of ``images`` seeded train images."""
+    """Joint training of the shared decoder and the latents of ``images`` seeded train images.
+
+    Args:
+        images: train images the decoder is pretrained on.
+        steps: joint Adam steps.
+        lr: Adam learning rate of the decoder and the latents.
+        pixel_fraction: share of each image's pixels supervised per step.
+        seed: the seed of the image subset and the initialisation; the DataModule sets it to ``data.seed``.
+    """
 
     images: int = 100
     steps: int = 500
