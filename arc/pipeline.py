@@ -12,6 +12,7 @@ calls them for users who fit once and train many classifiers.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -123,7 +124,7 @@ def save_pretrained(path: str | Path, decoder: Decoder, source: ImageSource, psn
 
 def store_decoder(store: CloudStore, path: Optional[str | Path] = None) -> Decoder:
     """The decoder (CPU, eval mode) the clouds of ``store`` were fitted with: ``path``, or else the manifest's
-    ``decoder_path`` (a relative one is also looked up in the store directory).
+    ``decoder_path`` (relative to the store directory; stores written before that was so: to the working directory).
 
     Raises :class:`DecoderFileError` when it is missing or unreadable, or its content hash (or z, n) is not the store's.
     """
@@ -131,7 +132,7 @@ def store_decoder(store: CloudStore, path: Optional[str | Path] = None) -> Decod
     path = path if given else store.decoder_path
     if path is None:
         raise DecoderFileError(f"{store.path}: the manifest names no decoder")
-    candidates = [Path(path)] if given or Path(path).is_absolute() else [Path(path), store.path / path]
+    candidates = [Path(path)] if given or Path(path).is_absolute() else [store.path / path, Path(path)]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
         raise DecoderFileError(f"decoder checkpoint {path} not found{'' if given else ' (from the store manifest)'}")
@@ -163,7 +164,7 @@ def open_store(
         "fit": fit_settings,
         "spacing": field.spacing,
         "decoder_hash": meta.hash,
-        "decoder_path": str(decoder_path),
+        "decoder_path": os.path.relpath(Path(decoder_path).resolve(), directory.resolve()),  # moves with the data root
         "shard_size": shard_size,
     })
 

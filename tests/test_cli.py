@@ -123,6 +123,7 @@ def test_standalone_pretraining_is_the_pipeline_computation_and_is_reused(workdi
     assert (store / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_lightning_ddp_two_cpu_ranks_fit_disjoint_shards(workdir):
     """The real user path: ``--trainer.strategy ddp`` on 2 CPU processes (gloo) launched by Lightning."""
     import os

@@ -24,7 +24,7 @@ def test_decoder_shape_and_layers():
     dec = Decoder(latent_dim=32, neighbours=4, channels=3)
     assert dec.in_features == 136
     assert dec.hidden.weight.shape == (136, 136) and dec.out.weight.shape == (3, 136)
-    assert sum(p.numel() for p in dec.parameters()) == 19043  # ARC-SPEC §3
+    assert sum(p.numel() for p in dec.parameters()) == 19043  # 136*136 + 136 + 3*136 + 3: the paper decoder for RGB
     assert dec(torch.zeros(5, 136)).shape == (5, 3)
     assert sum(p.numel() for p in Decoder(32, 4, 1).parameters()) == 18769
 

@@ -47,6 +47,19 @@ def test_stages_fill_every_split_and_statistics_come_from_train(tmp_path):
     assert bool((psnr > 5).all()), psnr
 
 
+def test_a_moved_data_root_still_finds_the_store_decoder_from_any_directory(tmp_path, monkeypatch):
+    import shutil
+
+    from arc.pipeline import store_decoder
+
+    store = _stages(tmp_path / "data")
+    assert not Path(store.decoder_path).is_absolute()  # recorded relative to the store
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    monkeypatch.chdir(tmp_path / "moved" / "stores")
+    moved = CloudStore.open(tmp_path / "moved" / "stores" / store.path.name)
+    assert store_decoder(moved).latent_dim == FIELD.latent_dim
+
+
 def test_second_run_reuses_decoder_and_store_and_resumes_a_lost_shard(tmp_path):
     store = _stages(tmp_path)
     kept = store.shard_path("train", 0)

@@ -182,6 +182,7 @@ def test_wandb_logs_offline(fitted, tmp_path, monkeypatch):
     assert len(runs) == 1, "the reconstruction was not logged to an offline W&B run"
 
 
+@pytest.mark.slow
 def test_command_line_smoke(fitted, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "third_party")])}
     done = subprocess.run([sys.executable, str(TOOL), "--store", str(fitted.path), "--index", "1", "--edit",

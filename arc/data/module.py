@@ -148,7 +148,7 @@ class EpochShuffle(Sampler[int]):
 
 
 class ARCDataModule(ImageDataModule):
-    """Chains the stages of DESIGN "Chaining the stages" in ``setup()`` and serves CloudBatch loaders.
+    """Chains the stages in ``setup()`` (docs/architecture.md, "Chaining the stages") and serves CloudBatch loaders.
 
     Rank 0 pretrains the decoder (unless it exists) while the others wait; every rank fits the
     store shards k ≡ rank (mod world size) of the splits the stage reads (``setup(stage)``); rank 0

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from arc.field.errors import DecoderFileError
+from arc.files import atomic_write
 
 FORMAT = "arc-decoder/1"
 OFFSET_SCALES = ("spacing", "per_image")
@@ -143,16 +144,8 @@ def save_decoder(path: str | os.PathLike, decoder: Decoder, meta: DecoderMeta | 
     meta = DecoderMeta.of(decoder) if meta is None else meta
     if not meta.describes(decoder):
         raise ValueError(f"the record (hash {meta.hash[:12]}) does not describe the decoder being saved")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in decoder.state_dict().items()}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=meta.to_json())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta.to_json()))
     return meta.hash
 
 
