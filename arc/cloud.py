@@ -90,6 +90,14 @@ class CloudBatch:
         return self.select([i])
 
     @classmethod
+    def empty(cls, latent_dim: int, channels: int) -> "CloudBatch":
+        """A batch of zero clouds with z = ``latent_dim`` and ``channels`` colour channels."""
+        long = torch.zeros(0, dtype=torch.long)
+        return cls(pos=torch.zeros(0, 2), lat=torch.zeros(0, latent_dim), offset=long, label=long,
+                   size=torch.zeros(0, 2, dtype=torch.long), index=long, colour_mean=torch.zeros(0, channels),
+                   colour_std=torch.zeros(0, channels))
+
+    @classmethod
     def concat(cls, batches: Sequence["CloudBatch"]) -> "CloudBatch":
         """Join batches into one (clouds keep their order)."""
         if not batches:

@@ -169,14 +169,6 @@ def open_store(
     })
 
 
-def _empty_clouds(field: FieldConfig, channels: int) -> CloudBatch:
-    """A batch of zero clouds (a shard whose images were all skipped)."""
-    long = torch.zeros(0, dtype=torch.long)
-    return CloudBatch(pos=torch.zeros(0, 2), lat=torch.zeros(0, field.latent_dim), offset=long, label=long,
-                      size=torch.zeros(0, 2, dtype=torch.long), index=long, colour_mean=torch.zeros(0, channels),
-                      colour_std=torch.zeros(0, channels))
-
-
 def _fit_shard(
     store: CloudStore, split_name: str, shard: int, source: ImageSource, decoder, field: FieldConfig, fit: FitConfig,
     device: torch.device, bar: tqdm, lock: threading.Lock,
@@ -196,7 +188,7 @@ def _fit_shard(
         labels.append(label)
         kept.append(i)
     if not kept:
-        store.write_shard(split_name, shard, _empty_clouds(field, source.channels), torch.zeros(0), skipped)
+        store.write_shard(split_name, shard, CloudBatch.empty(field.latent_dim, source.channels), torch.zeros(0), skipped)
         with lock:
             bar.update(len(skipped) * fit.steps)
         return 0, 0.0
