@@ -161,6 +161,17 @@ def test_augmentations_run_only_in_training():
     assert calls == [4]
 
 
+@pytest.mark.parametrize("counts", [[1], [2], [3, 1]], ids=["one-point cloud", "one small cloud", "tail batch"])
+def test_training_survives_a_last_batch_of_one_small_cloud(counts):
+    """A one-cloud last batch pools to a single point in the deep stages (BatchNorm sees one value)."""
+    model = tiny(augment={"mask": 0.3})
+    model.set_latent_stats(torch.zeros(Z), torch.ones(Z))
+    model.train()
+    loss = model.training_loss(batch_of(counts))
+    loss.backward()
+    assert bool(torch.isfinite(loss))
+
+
 def test_training_step_uses_soft_target_cross_entropy():
     torch.manual_seed(0)
     model = tiny(augment={"arcmix": 1.0}, backbone=backbone(shuffle_orders=False))

@@ -58,3 +58,15 @@ def test_results_do_not_depend_on_the_thread_count(norm):
         torch.set_num_threads(threads)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_a_single_point_in_training_normalises_to_the_bias_and_updates_the_running_stats():
+    """One small cloud pooled to one voxel: torch's BatchNorm refuses one value per channel in training."""
+    with pytest.raises(ValueError, match="more than 1 value"):
+        torch.nn.BatchNorm1d(4).train()(torch.randn(1, 4))
+    norm = PointBatchNorm(4).train()
+    with torch.no_grad():
+        norm.bias.copy_(torch.arange(4.0))
+    x = torch.randn(1, 4)
+    assert torch.equal(norm(x), norm.bias.detach().expand(1, 4))
+    assert torch.allclose(norm.running_mean, 0.1 * x[0]) and int(norm.num_batches_tracked) == 1

@@ -11,11 +11,14 @@ class PointBatchNorm(nn.BatchNorm1d):
     On the CPU in training, the batch mean and variance are per-channel column reductions
     (``mean(0)``, ``var(0)``): torch splits those over channels, so the result is the same
     for any number of threads, while the fused CPU kernel splits the N points between threads
-    and its sums change with the thread count. Elsewhere (eval, CUDA) it is the fused kernel.
+    and its sums change with the thread count. A single point in training (one small cloud
+    pooled to one voxel) takes the same path on every device, where the fused kernel refuses
+    it; its variance is 0, so it normalises to the bias. Elsewhere (eval, CUDA) it is the
+    fused kernel.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and x.device.type == "cpu" and x.dim() == 2):
+        if not (self.training and x.dim() == 2 and (x.device.type == "cpu" or x.shape[0] == 1)):
             return super().forward(x)
         xf = x.float()  # statistics in float32 also under autocast, as the fused kernel
         mean, var = xf.mean(0), xf.var(0, unbiased=False)
