@@ -24,130 +24,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from arc.config_files import expand_compose
+from arc.field.decoder import load_decoder
+from arc.model import ClassifierConfigError
+from arc.runs import RUN_DIR_ENV, ensure_wandb_never_prompts, ensure_writable, link_latest, next_run_dir, place_run
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def wandb_has_credentials() -> bool:
-    """True when W&B can log in without a prompt (API key in the environment or ~/.netrc)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-
-
-def ensure_wandb_never_prompts() -> None:
-    """Run W&B offline (local ``wandb/offline-run-*``) unless a mode is set or credentials exist."""
-    if "WANDB_MODE" not in os.environ and not wandb_has_credentials():
-        os.environ["WANDB_MODE"] = "offline"
-        log.info("no W&B credentials found: logging offline (sync later with `wandb sync`)")
-
-
-CONFIG_FLAGS = ("--config", "-c")
-
-
-class ComposeError(ValueError):
-    """A config name or ``compose`` list that names a missing file, or a ``compose`` cycle."""
-
-
-def composed_files(path: Path, seen: tuple[Path, ...] = ()) -> list[Path]:
-    """``path`` preceded by the files its ``compose`` list names (recursively, relative to ``path``),
-    in the order they are applied: every shared block first, the file's own settings last."""
-    path = path.resolve()
-    if path in seen:
-        raise ComposeError(f"compose cycle: {' -> '.join(str(p) for p in (*seen, path))}")
-    if not path.is_file():
-        raise ComposeError(f"config file not found: {path}" + (f" (composed by {seen[-1]})" if seen else ""))
-    content = yaml.safe_load(path.read_text()) or {}
-    names = content.get("compose", []) if isinstance(content, dict) else []
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ComposeError(f"{path}: compose must be a list of config paths, got {names!r}")
-    files: list[Path] = []
-    for name in names:
-        files += composed_files(path.parent / name, (*seen, path))
-    return [*files, path]
-
-
-def packaged_configs() -> Path:
-    """The configs that ship with arc: ``arc/_configs`` in an installed wheel, ``configs/`` in a checkout."""
-    package = Path(__file__).parent
-    installed = package / "_configs"
-    return installed if installed.is_dir() else package.parent / "configs"
-
-
-def resolve_config_name(value: str) -> str:
-    """``value`` when it is a file (or inline YAML), else the packaged config it names: ``demo``,
-    ``pretrain/demo`` or ``configs/demo.yaml``, so ``arc fit --config demo`` runs from any directory."""
-    if Path(value).is_file() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", value):
-        return value
-    root = packaged_configs()
-    name = value.removeprefix("configs/").removesuffix(".yaml")
-    if ".." not in name.split("/") and (root / f"{name}.yaml").is_file():
-        return str(root / f"{name}.yaml")
-    known = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
-    raise ComposeError(f"config {value!r} not found: no such file here and no packaged config of that name "
-                       f"(in {root}: {', '.join(n for n in known if not n.startswith(('base/', 'data/')))})")
-
-
-def expand_compose(args: list[str]) -> list[str]:
-    """Replace every ``--config FILE`` by one ``--config`` per file it composes, then FILE itself.
-
-    Later files override earlier ones key by key (jsonargparse merges them as several ``--config``),
-    so a dataset config holds only what is its own.
-    """
-    expanded: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        flag, _, value = arg.partition("=")
-        if flag in CONFIG_FLAGS and (value or i + 1 < len(args)):
-            if not value:
-                i += 1
-                value = args[i]
-            path = Path(resolve_config_name(value))
-            if path.suffix in (".yaml", ".yml") and path.is_file():
-                for file in composed_files(path):
-                    expanded += ["--config", str(file)]
-            else:
-                expanded += ["--config", value]
-        else:
-            expanded.append(arg)
-        i += 1
-    return expanded
-
-
-RUN_DIR_ENV = "ARC_RUN_DIR"
-"""Set while a run executes, so processes a strategy launches (DDP ranks) write to the same run folder."""
-
-
-def next_run_dir(root: Path) -> Path:
-    """``root/version_N``, N one past the highest existing version (0 in a new root): runs never overwrite."""
-    versions = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
-    return root / f"version_{max(versions, default=-1) + 1}"
-
-
-def place_run(config, run: Path) -> None:
-    """Point the trainer, its checkpoint callbacks (without a dirpath) and W&B (without a save_dir) at ``run``."""
-    config.trainer.default_root_dir = str(run)
-    for callback in config.trainer.get("callbacks") or []:
-        if str(callback.get("class_path", "")).endswith(".ModelCheckpoint") and callback.init_args.get("dirpath") is None:
-            callback.init_args.dirpath = str(run / "checkpoints")
-    loggers = config.trainer.get("logger")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        if hasattr(logger, "get") and str(logger.get("class_path", "")).endswith(".WandbLogger"):
-            if logger.init_args.get("save_dir") in (None, "."):
-                logger.init_args.save_dir = str(run)
-
-
-def link_latest(run: Path) -> None:
-    """Point ``<root>/latest`` at the newest training run's folder (best effort: not every filesystem has links)."""
-    latest = run.parent / "latest"
-    try:
-        if latest.is_symlink() or not latest.exists():
-            latest.unlink(missing_ok=True)
-            latest.symlink_to(run.name, target_is_directory=True)
-    except OSError as err:
-        log.info("could not link %s -> %s: %s", latest, run.name, err)
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -184,14 +67,33 @@ class ARCCLI(LightningCLI):
             self.run_dir = Path(inherited) if inherited else next_run_dir(Path(config.trainer.default_root_dir))
             place_run(config, self.run_dir)
             if not inherited:
+                ensure_writable(self.run_dir, "the run folder", "set --trainer.default_root_dir or ARC_RUNS to a "
+                                "writable folder")
                 os.environ[RUN_DIR_ENV] = str(self.run_dir)
-                self.run_dir.mkdir(parents=True, exist_ok=True)
                 if self.subcommand == "fit":
                     link_latest(self.run_dir)
+
+    def check_checkpoint_decoder(self) -> None:
+        """Before any fitting: refuse a checkpoint whose training clouds come from another decoder than
+        the one this config's data would be fitted with (its latents would mean nothing to the model)."""
+        path = self.config[self.subcommand].get("ckpt_path")
+        decoder = getattr(self.datamodule, "decoder_path", None)
+        if not path or decoder is None or not Path(path).is_file():
+            return
+        recorded = torch.load(path, map_location="cpu", weights_only=False).get("arc_decoder_hash")
+        served = load_decoder(decoder)[1].hash if Path(decoder).is_file() else None
+        if recorded is not None and served != recorded:
+            source = f"decoder {served[:12]}" if served else f"a new decoder (no decoder at {decoder} yet)"
+            raise ClassifierConfigError(
+                f"this classifier was trained on clouds of decoder {recorded[:12]}, but this config's clouds would come "
+                f"from {source}; their latents are not comparable. Pass the training decoder with --data.decoder PATH")
+
+    before_validate = before_test = check_checkpoint_decoder
 
     def before_predict(self) -> None:
         from arc.callbacks import PredictionWriter
 
+        self.check_checkpoint_decoder()
         if not any(isinstance(callback, PredictionWriter) for callback in self.trainer.callbacks):
             path = Path(self.trainer.default_root_dir) / "predictions.csv"
             self.trainer.callbacks.append(PredictionWriter(path))
@@ -304,12 +206,13 @@ def exit_on_invalid_config(run: Callable[[], T]) -> T:
 def build_cli(args: Optional[list[str]] = None, run: bool = True) -> ARCCLI:
     """The arc CLI (W&B never prompts; invalid values end with one message)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    ensure_wandb_never_prompts()
     owns_run_env = RUN_DIR_ENV not in os.environ
-    if args is None:  # the composed files in the process's own command line (which DDP launchers repeat)
-        sys.argv[1:] = expand_compose(sys.argv[1:])
-    try:
-        return exit_on_invalid_config(lambda: ARCCLI(
+
+    def make() -> ARCCLI:
+        ensure_wandb_never_prompts()
+        if args is None:  # the composed files in the process's own command line (which DDP launchers repeat)
+            sys.argv[1:] = expand_compose(sys.argv[1:])
+        return ARCCLI(
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=SaveConfigToRun if run else None,
@@ -318,7 +221,10 @@ def build_cli(args: Optional[list[str]] = None, run: bool = True) -> ARCCLI:
             seed_everything_default=0,
             args=None if args is None else expand_compose(list(args)),
             run=run,
-        ))
+        )
+
+    try:
+        return exit_on_invalid_config(make)
     finally:
         if owns_run_env:  # the next run in this process gets a folder of its own
             os.environ.pop(RUN_DIR_ENV, None)

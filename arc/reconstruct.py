@@ -163,7 +163,7 @@ def save_ready(image: Tensor):
 
 def log_wandb(project: str, directory: Path, grid, panels: Panels, config: dict) -> None:
     """Log the grid and every panel to a W&B run in ``directory`` (offline without credentials; never prompts)."""
-    from arc.cli import ensure_wandb_never_prompts
+    from arc.runs import ensure_wandb_never_prompts
 
     ensure_wandb_never_prompts()
     import wandb

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from types import SimpleNamespace
 from pathlib import Path
@@ -74,9 +75,11 @@ def test_evaluating_on_a_new_canvas_fits_only_test_and_needs_the_training_decode
     (decoder,) = (workdir / "data/decoders").glob("*.safetensors")
     assert torch.load(best, map_location="cpu", weights_only=False)["arc_decoder_hash"]
     displaced = ["test", "--config", "tiny.yaml", "--data.canvas", "{size: 16, mode: random}", "--ckpt_path", str(best)]
+    decoders = set((workdir / "data/decoders").glob("*.safetensors"))
     with pytest.raises(SystemExit):
-        main(displaced)  # a new decoder is pretrained for the new canvas: its latents mean nothing to the model
+        main(displaced)  # the new canvas would get a new decoder: its latents mean nothing to the model
     assert "trained on clouds of decoder" in capsys.readouterr().err
+    assert set((workdir / "data/decoders").glob("*.safetensors")) == decoders, "refused only after pretraining"
     cli = main([*displaced, "--data.decoder", str(decoder)])
     assert "test/acc" in cli.trainer.callback_metrics
     store = cli.datamodule.cloud_store
@@ -142,3 +145,52 @@ def test_lightning_ddp_two_cpu_ranks_fit_disjoint_shards(workdir):
     (store,) = (workdir / "data/stores").iterdir()
     assert sorted(p.name for p in (store / "train").iterdir()) == [f"shard-0000{k}.safetensors" for k in range(3)]
     assert "test/acc" in done.stdout, report
+
+
+def test_wandb_online_without_credentials_is_one_line_and_an_unreachable_server_means_offline(workdir, monkeypatch, capsys):
+    from arc.runs import ensure_wandb_never_prompts
+
+    monkeypatch.setenv("NETRC", str(workdir / "no-netrc"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "tiny.yaml"])
+    assert "WANDB_MODE=online needs W&B credentials" in capsys.readouterr().err
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    ensure_wandb_never_prompts()
+    assert os.environ["WANDB_MODE"] == "offline"
+
+
+def test_unwritable_run_and_data_folders_are_one_line_before_any_work(workdir, capsys):
+    (workdir / "blocked").write_text("a file where a folder should be (unwritable even for root)")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "tiny.yaml", "--trainer.default_root_dir", "blocked/runs"])
+    assert "cannot write the run folder blocked/runs" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "tiny.yaml", "--data.root", "blocked/data"])
+    err = capsys.readouterr().err
+    assert "cannot write data.root blocked/data" in err and "ARC_DATA" in err
+    assert not list(workdir.glob("**/*.safetensors")), "work started before the check"
+
+
+def test_a_class_without_train_images_is_refused_before_any_work(workdir, capsys):
+    from PIL import Image
+
+    for split, classes in (("train", "ab"), ("test", "abc")):
+        for name in classes:
+            (workdir / "tree" / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("L", (12, 12), 40 * i + 20).save(workdir / "tree" / split / name / f"{i}.png")
+    (workdir / "tree" / "train" / "d").mkdir()  # an empty class folder
+    fit = ["fit", "--config", "tiny.yaml", "--data.source", "imagefolder:tree", "--data.source_options", "{}"]
+    with pytest.raises(SystemExit):
+        main(fit)
+    assert "tree/test/c: class folder not present in the train split" in capsys.readouterr().err
+    shutil.rmtree(workdir / "tree" / "test" / "c")
+    with pytest.raises(SystemExit):
+        main(fit)
+    err = capsys.readouterr().err
+    assert "class(es) 'd' have no train image" in err, err
+    assert not (workdir / "data/decoders").exists(), "work started before the check"

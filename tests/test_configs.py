@@ -83,7 +83,7 @@ def test_a_composed_config_is_the_shared_blocks_plus_its_own_settings():
 
 
 def test_compose_errors_name_the_file(tmp_path):
-    from arc.cli import ComposeError, composed_files
+    from arc.config_files import ComposeError, composed_files
 
     (tmp_path / "a.yaml").write_text("compose: [b.yaml]\n")
     (tmp_path / "b.yaml").write_text("compose: [a.yaml]\n")

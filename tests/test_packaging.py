@@ -20,7 +20,7 @@ import pytest
 import arc.cli
 from arc.__main__ import SUBCOMMANDS
 from arc.__main__ import main as arc_main
-from arc.cli import ComposeError, expand_compose, packaged_configs, resolve_config_name
+from arc.config_files import ComposeError, expand_compose, packaged_configs, resolve_config_name
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -167,7 +167,7 @@ def test_the_wheel_in_a_fresh_venv_runs_the_demo_from_an_empty_directory(tmp_pat
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ARC_RUNS", "ARC_DATA", "ARC_RUN_DIR")}
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", CUDA_VISIBLE_DEVICES="", PYTHONNOUSERSITE="1")
-    where = _run([python, "-c", "import arc, arc.cli; print(arc.__file__); print(arc.cli.packaged_configs())"], cwd=work, env=env)
+    where = _run([python, "-c", "import arc, arc.config_files; print(arc.__file__); print(arc.config_files.packaged_configs())"], cwd=work, env=env)
     assert all(Path(line).is_relative_to(site) for line in where.stdout.split()), where.stdout
     assert "export" in _run([venv / "bin" / "arc", "--help"], cwd=work, env=env).stdout
 

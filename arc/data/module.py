@@ -18,6 +18,7 @@ from arc.data.clouds import CloudDataset, collate_clouds
 from arc.data.sources import SPLITS, ImageSource, open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.pipeline import anchor_stage, default_decoder_path, open_store, pretrain_stage, pretraining_images, store_decoder
+from arc.runs import ensure_writable
 from arc.seeding import derive_generator, run_seed
 from arc.settings import as_settings
 from arc.store import CloudStore
@@ -209,7 +210,11 @@ class ARCDataModule(ImageDataModule):
             return open_store(self.source, self.field, self.fit, self.decoder_path, self.root, self.store_path,
                               self.shard_size)
 
+        if "train" in splits:
+            self.check_classes()
         if rank == 0:
+            if not self.decoder_path.exists() or not (self.root / "stores").is_dir():  # checked before any work
+                ensure_writable(self.root, "data.root", "set --data.root or ARC_DATA to a writable folder")
             if self.decoder is None:
                 pretrain_stage(self.source, self.field, self.pretrain, self.decoder_path, device=device)
             open_this_store()  # created once, before the other ranks open it
@@ -222,6 +227,15 @@ class ARCDataModule(ImageDataModule):
         if "train" in splits:
             self._log_fit_psnr()
         return self.cloud_store
+
+    def check_classes(self) -> None:
+        """Raise when a class has no train image (an empty class folder, or a label only val/test has): a model
+        would get an output it never learns. Reads labels only, no image."""
+        counts = torch.bincount(self.source.split("train").labels, minlength=self.num_classes)
+        missing = [f"{self.class_names[c]!r}" for c in torch.nonzero(counts == 0).flatten().tolist()]
+        if missing:
+            raise ValueError(f"{self.source_spec}: class(es) {', '.join(missing)} have no train image; every class "
+                             "needs train images (remove an empty class folder, or move images into train)")
 
     @property
     def decoder_hash(self) -> Optional[str]:
