@@ -32,7 +32,8 @@ from arc.field.errors import DecoderFileError, FieldInputError
 from arc.field.fitting import fit_clouds, intra_op_threads
 from arc.field.pretraining import pretrain_decoder
 from arc.field.sampling import latent_count
-from arc.store import CloudStore, decoder_key, default_store_dir, latent_statistics, store_key
+from arc.store import CloudStore, StoreError, decoder_key, default_store_dir, latent_statistics, store_key
+from arc.store.integrity import split_changed, verify_shard
 from arc.store import default_decoder_path as keyed_decoder_path
 
 log = logging.getLogger(__name__)
@@ -227,14 +228,42 @@ def anchor_stage(
     CPU preparation overlap the other's device work; 1 on the CPU, whose fitting already uses
     every core; more than 1 on the CPU fits each shard single-threaded). Results do not depend on it.
 
-    Finished shards are never refitted (resume) and recorded splits are skipped, so a stage that
-    needs only some splits (e.g. ``test`` on a new canvas) fits only those. After a barrier, rank 0
-    records the splits, with the train-only latent statistics when train is among them, and marks
-    the store complete once every split of :data:`SPLITS` is recorded; a last barrier follows.
+    Every shard of ``splits`` (recorded or not) is checked against its checksum (once per process);
+    finished shards that verify are never refitted (resume), missing or damaged ones are refitted,
+    so a stage that needs only some splits (e.g. ``test`` on a new canvas) fits only those. After a
+    barrier, rank 0 records the splits that are new or whose shards changed, with the train-only
+    latent statistics when train is among them, and marks the store complete once every split of
+    :data:`SPLITS` is recorded; a last barrier follows (every rank calls both barriers).
     """
-    splits = [split for split in splits if not store.has_split(split)]
-    if not splits:
-        return store
+    todo = {split_name: _shards_to_fit(store, split_name, len(source.split(split_name)), rank, world_size)
+            for split_name in splits}
+    if any(todo.values()):
+        _fit_shards(source, field, fit, store, todo, rank, device, shard_workers)
+    barrier()
+    if rank == 0:
+        _record(source, store, [s for s in splits if not store.has_split(s) or split_changed(store, s)])
+    barrier()
+    return CloudStore.open(store.path)
+
+
+def _shards_to_fit(store: CloudStore, split_name: str, images: int, rank: int, world_size: int) -> list[int]:
+    """The shards of ``split_name`` (for ``images`` source images) this rank fits: missing or not verifying."""
+    todo = []
+    for k in range(rank, store.num_shards(split_name, images), world_size):
+        if not store.shard_path(split_name, k).exists():
+            todo.append(k)
+            continue
+        try:
+            verify_shard(store, split_name, k, recorded=False)
+        except StoreError as error:
+            log.warning("refitting %s", error)
+            todo.append(k)
+    return todo
+
+
+def _fit_shards(source: ImageSource, field: FieldConfig, fit: FitConfig, store: CloudStore, todo: dict[str, list[int]],
+                rank: int, device: torch.device | str, shard_workers: Optional[int]) -> None:
+    """Fit the shards ``todo`` (split -> shard numbers) into ``store``."""
     decoder = store_decoder(store)
     if decoder.channels != source.channels:
         raise ValueError(f"decoder {store.decoder_path} outputs {decoder.channels} channels but {source.spec} has {source.channels}")
@@ -243,11 +272,9 @@ def anchor_stage(
     if shard_workers is None:
         shard_workers = 2 if device.type == "cuda" else 1
     lock = threading.Lock()  # the progress bar is shared by the shard workers
-    for split_name in splits:
+    for split_name, shards in todo.items():
         split = source.split(split_name)
-        shards = [k for k in range(store.num_shards(split_name, len(split))) if k % world_size == rank]
-        todo = [k for k in shards if not store.has_shard(split_name, k)]
-        total = sum(min(store.shard_size, len(split) - k * store.shard_size) for k in todo)
+        total = sum(min(store.shard_size, len(split) - k * store.shard_size) for k in shards)
         # counted in image-steps, shown in images (unit_scale), so the rate reads images/s
         bar = tqdm(total=total * fit.steps, desc=f"anchor {split_name}", unit="img", unit_scale=1 / fit.steps,
                    disable=total == 0, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
@@ -256,29 +283,31 @@ def anchor_stage(
             return _fit_shard(store, split_name, k, source, decoder, field, fit, device, bar, lock)
 
         if shard_workers <= 1:  # in this thread, so Ctrl-C stops at once
-            done = [fit_shard(k) for k in todo]
+            done = [fit_shard(k) for k in shards]
         else:
             pool = ThreadPoolExecutor(max_workers=shard_workers)
             # on the CPU each concurrent shard fits with one intra-op thread (no thread-count races)
             try:
                 with intra_op_threads(1) if device.type == "cpu" else nullcontext():
-                    done = list(pool.map(fit_shard, todo))
+                    done = list(pool.map(fit_shard, shards))
             finally:  # on an error or Ctrl-C: finish (and write) the running shards, start no new ones
                 pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         fitted, psnr_sum = sum(n for n, _ in done), sum(psnr for _, psnr in done)
         if fitted:
             log.info("rank %d fitted %d %s images, mean PSNR %.2f dB", rank, fitted, split_name, psnr_sum / fitted)
-    barrier()
-    if rank == 0:
-        collected = {split_name: store.collect(split_name) for split_name in splits}
-        mean, std = latent_statistics(store, "train") if "train" in splits else (None, None)
-        complete = all(store.has_split(split_name) or split_name in splits for split_name in SPLITS)
-        store.record({s: c for s, (c, _) in collected.items()}, {s: k for s, (_, k) in collected.items()}, mean, std,
-                     complete=complete)
-        for split_name, (count, skipped) in collected.items():
-            converted = source.split(split_name).converted
-            log.info("%s: %d clouds, %d skipped, %d converted to %d channels", split_name, count, len(skipped),
-                     converted, source.channels)
-    barrier()
-    return CloudStore.open(store.path)
+
+
+def _record(source: ImageSource, store: CloudStore, splits: Sequence[str]) -> None:
+    """Record ``splits`` from their shards (the counts follow the shards), with the train statistics when train is among them."""
+    if not splits:
+        return
+    collected = {split_name: store.collect(split_name) for split_name in splits}
+    mean, std = latent_statistics(store, "train") if "train" in splits else (None, None)
+    complete = all(store.has_split(split_name) or split_name in splits for split_name in SPLITS)
+    store.record({s: c for s, (c, _) in collected.items()}, {s: k for s, (_, k) in collected.items()}, mean, std,
+                 complete=complete)
+    for split_name, (count, skipped) in collected.items():
+        converted = source.split(split_name).converted
+        log.info("%s: %d clouds, %d skipped, %d converted to %d channels", split_name, count, len(skipped),
+                 converted, source.channels)

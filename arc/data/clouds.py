@@ -14,13 +14,15 @@ from torch.utils.data import Dataset
 from arc import ragged
 from arc.cloud import CloudBatch, CloudError
 from arc.store import CloudStore, StoreError, as_store
+from arc.store.integrity import verify_shard
 from arc.store.layout import PER_CLOUD
 
 
 class CloudDataset(Dataset):
     """Map-style dataset over the clouds of one recorded split of a store, in source-index order.
 
-    ``dataset[i]`` is a one-cloud :class:`CloudBatch`. Per-cloud fields (labels, sizes, indices,
+    ``dataset[i]`` is a one-cloud :class:`CloudBatch`. Every shard is checked against its checksum
+    at construction (hashed once per process, :mod:`arc.store.integrity`). Per-cloud fields (labels, sizes, indices,
     colour transforms, PSNR) are loaded at construction; points are read lazily. Each process keeps
     an LRU of whole shards' points up to ``cache_bytes`` (a shard larger than that is read slice by
     slice instead), so memory stays bounded. ``__getitems__`` (used by DataLoader with a batch
@@ -36,6 +38,7 @@ class CloudDataset(Dataset):
         per_cloud: dict[str, list[Tensor]] = {name: [] for name in PER_CLOUD}
         shard_of, starts, self._shard_bytes = [], [], {}
         for k in self.store.shard_numbers(split):
+            verify_shard(self.store, split, k)  # once per shard and process; StoreError names a damaged file
             handle, _ = self.store.open_shard(split, k)
             if handle.get_slice("offset").get_shape()[0] == 0:  # every image of the shard was skipped
                 continue
@@ -48,7 +51,8 @@ class CloudDataset(Dataset):
         expected = self.store.counts.get(split)
         found = sum(int(ends.numel()) for ends in per_cloud["offset"])
         if expected is None or found != expected:
-            raise StoreError(f"{self.store.path / split}: {found} clouds on disk, the manifest says {expected}")
+            raise StoreError(f"{self.store.path / split}: {found} clouds on disk, the manifest says {expected}; run "
+                             f"anchoring again to refit missing shards and record the split (`arc store verify {self.store.path}`)")
         empty = {"size": torch.zeros(0, 2, dtype=torch.long), "psnr": torch.zeros(0), "colour_mean": torch.zeros(0, 0), "colour_std": torch.zeros(0, 0)}
         fields = {name: torch.cat(values) if values else empty.get(name, torch.zeros(0, dtype=torch.long)) for name, values in per_cloud.items()}
         self._shard = torch.cat(shard_of) if shard_of else torch.zeros(0, dtype=torch.long)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from arc.cloud import CloudBatch
 from arc.files import write_json
+from arc.store.integrity import header_checksums, shard_verifies, verify_shard
 from arc.store.layout import (
     FORMAT_VERSION,
     MANIFEST,
@@ -26,6 +27,7 @@ from arc.store.layout import (
     open_shard_file,
     read_manifest,
     read_shard_file,
+    shard_tensors,
     skipped_indices,
     write_shard_file,
 )
@@ -204,10 +206,10 @@ class CloudStore:
         """Write shard k of ``split`` atomically: ``clouds`` (index ascending, inside the shard's range),
         ``psnr`` [B], and the ``skipped`` source indices of the range.
 
-        A finished (valid) shard is never rewritten; a truncated or corrupt one is replaced.
+        A finished shard that verifies is never rewritten; a truncated, corrupt or damaged one is replaced.
         """
         path = self.shard_path(split, k)
-        if self.has_shard(split, k):
+        if self.has_shard(split, k) and shard_verifies(self, split, k):
             raise StoreError(f"refusing to write {path}: the shard is already finished (delete it to refit)")
         field = self.manifest["field"]
         latent_dim = field.get("latent_dim") if isinstance(field, dict) else None
@@ -215,9 +217,11 @@ class CloudStore:
         return path
 
     def read_shard(self, split: str, k: int) -> tuple[CloudBatch, Tensor]:
-        """(clouds, psnr [B]) of shard k; :class:`StoreError` for a missing, truncated, corrupt or foreign shard."""
+        """(clouds, psnr [B]) of shard k, checksum verified; :class:`StoreError` naming the file when it is unusable."""
         handle, metadata = self.open_shard(split, k)
-        return read_shard_file(self.shard_path(split, k), handle, metadata, self.shard_range(k))
+        clouds, psnr = read_shard_file(self.shard_path(split, k), handle, metadata, self.shard_range(k))
+        verify_shard(self, split, k, shard_tensors(clouds, psnr))
+        return clouds, psnr
 
     # -- completion -------------------------------------------------------------------------
 
@@ -230,9 +234,10 @@ class CloudStore:
         complete: bool = False,
     ) -> None:
         """Check the shards of every split in ``counts`` (clouds) against ``skips`` (skipped source indices)
-        and record those splits in the manifest, keeping the splits recorded before; also record the
+        and record those splits with their shards' checksums in the manifest, keeping the splits recorded before; also record the
         train-only latent statistics when given. ``complete`` sets status "complete" (statistics required)."""
         result_counts, result_skips = dict(self.manifest.get("counts", {})), dict(self.manifest.get("skipped", {}))
+        checksums = dict(self.manifest.get("checksums") or {})
         for split, count in counts.items():
             expected_skips = sorted(int(i) for i in skips.get(split, ()))
             n = self.num_shards(split, int(count) + len(expected_skips))
@@ -249,7 +254,8 @@ class CloudStore:
                     f"the record was told {count} and {len(expected_skips)}"
                 )
             result_counts[split], result_skips[split] = int(count), expected_skips
-        manifest = {**self.manifest, "counts": result_counts, "skipped": result_skips}
+            checksums[split] = header_checksums(self, split)
+        manifest = {**self.manifest, "counts": result_counts, "skipped": result_skips, "checksums": checksums}
         if (latent_mean is None) != (latent_std is None):
             raise StoreError("latent mean and std are recorded together")
         if latent_mean is not None:
@@ -265,13 +271,7 @@ class CloudStore:
         write_json(self.path / MANIFEST, manifest)
         self.manifest = manifest
 
-    def finalize(
-        self,
-        counts: Mapping[str, int],
-        skips: Mapping[str, Sequence[int]],
-        latent_mean: Tensor,
-        latent_std: Tensor,
-    ) -> None:
+    def finalize(self, counts: Mapping[str, int], skips: Mapping[str, Sequence[int]], latent_mean: Tensor, latent_std: Tensor) -> None:
         """:meth:`record` the splits and the train-only latent statistics, and mark the store complete."""
         self.record(counts, skips, latent_mean, latent_std, complete=True)
 

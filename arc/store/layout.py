@@ -8,8 +8,9 @@ Shard k of a split holds the clouds of the source indices [kÂ·shard_size, (k+1)Â
     index [B] i64 (source index, ascending), psnr [B] f32, colour_mean / colour_std [B, C] f32,
 
 and string metadata: format and version, store key, split, shard number, shard size, decoder
-hash, number of clouds, and the skipped source indices of that range (JSON), so a resumed run
-keeps its skip counts. Shards are written atomically (:func:`arc.files.atomic_write`) and never
+hash, number of clouds, the skipped source indices of that range (JSON), so a resumed run
+keeps its skip counts, and ``checksum``: the content hash of the tensors (:func:`tensor_checksum`;
+shards written before checksums lack it, see :mod:`arc.store.integrity`). Shards are written atomically (:func:`arc.files.atomic_write`) and never
 rewritten; a truncated, corrupt or foreign shard raises :class:`StoreError` naming the file. The
 manifest holds the settings (format version, source identity, field and fit settings, spacing s,
 decoder hash and path, shard size), counts and skips per split, the train-only per-dimension
@@ -20,6 +21,7 @@ store directory.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -39,7 +41,7 @@ SHARD_FORMAT = "arc-cloud-shard"
 MANIFEST = "manifest.json"
 DEFAULT_SHARD_SIZE = 1024
 REQUIRED_FIELDS = ("source", "field", "fit", "spacing", "decoder_hash")
-RESULT_FIELDS = ("status", "counts", "skipped", "latent_mean", "latent_std")
+RESULT_FIELDS = ("status", "counts", "skipped", "latent_mean", "latent_std", "checksums")
 UNCOMPARED = ("decoder_path",)
 _RESERVED = ("format", "format_version", "key", *RESULT_FIELDS)
 _FLOAT = {"pos", "lat", "psnr", "colour_mean", "colour_std"}
@@ -169,20 +171,56 @@ def write_shard_file(
         raise StoreError(f"refusing to write {path}: skipped indices must be distinct and within [{start}, {stop})")
     if set(skipped) & set(index.tolist()):
         raise StoreError(f"refusing to write {path}: indices both stored and skipped")
-    tensors = {name: getattr(clouds, name) for name in TENSORS if name != "psnr"}
-    tensors["psnr"] = psnr
-    tensors = {
-        name: value.detach().to("cpu", torch.float32 if name in _FLOAT else torch.int64).contiguous()
-        for name, value in tensors.items()
-    }
+    tensors = shard_tensors(clouds, psnr)
     metadata = {
         "format": SHARD_FORMAT,
         **identity,
         "clouds": str(b),
         "skipped": str(len(skipped)),
         "skipped_indices": json.dumps(skipped),
+        "checksum": tensor_checksum(tensors),
     }
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def shard_tensors(clouds: CloudBatch, psnr: Tensor) -> dict[str, Tensor]:
+    """The tensors of a shard file (:data:`TENSORS`), on the CPU, contiguous, in the stored dtypes."""
+    tensors = {name: getattr(clouds, name) for name in TENSORS if name != "psnr"}
+    tensors["psnr"] = psnr
+    return {
+        name: value.detach().to("cpu", torch.float32 if name in _FLOAT else torch.int64).contiguous()
+        for name, value in tensors.items()
+    }
+
+
+def _digest_header(digest, name: str, dtype: torch.dtype, shape: Sequence[int]) -> None:
+    digest.update(f"{name}:{str(dtype).removeprefix('torch.')}:{list(shape)};".encode())
+
+
+def tensor_checksum(tensors: Mapping[str, Tensor]) -> str:
+    """Hex sha256 of a shard's content: per tensor of :data:`TENSORS` in that order, its name, dtype,
+    shape and raw bytes (of the tensors, not the file: safetensors orders its header differently per process)."""
+    digest = hashlib.sha256()
+    for name in TENSORS:
+        tensor = tensors[name].detach().cpu().contiguous()
+        _digest_header(digest, name, tensor.dtype, tensor.shape)
+        if tensor.numel():
+            digest.update(tensor.numpy().data)
+    return digest.hexdigest()
+
+
+def file_checksum(handle, chunk_rows: int = 1 << 18) -> str:
+    """:func:`tensor_checksum` of an opened shard file, read in blocks of ``chunk_rows`` rows (bounded memory)."""
+    digest = hashlib.sha256()
+    for name in TENSORS:
+        part = handle.get_slice(name)
+        shape = part.get_shape()
+        _digest_header(digest, name, part[0:0].dtype, shape)
+        for first in range(0, shape[0], chunk_rows):
+            block = part[first : first + chunk_rows].contiguous()
+            if block.numel():
+                digest.update(block.numpy().data)
+    return digest.hexdigest()
 
 
 def read_shard_file(path: Path, handle, metadata: Mapping[str, str], index_range: tuple[int, int]) -> tuple[CloudBatch, Tensor]:
