@@ -30,7 +30,7 @@ OPTIONAL_IMPORTS = {"spconv": "spconv-cu120"}  # imported only when present (doc
 def test_arc_help_lists_every_subcommand_on_a_line(capsys):
     assert arc_main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert list(SUBCOMMANDS) == ["fit", "validate", "test", "predict", "anchor", "reconstruct", "export"]
+    assert list(SUBCOMMANDS) == ["fit", "validate", "test", "predict", "anchor", "reconstruct", "export", "store"]
     for name in SUBCOMMANDS:
         assert re.search(rf"^  {name} +\S", out, re.M), out
     assert arc_main(["fitt"]) == 2 and "unknown subcommand 'fitt'" in capsys.readouterr().err
