@@ -183,6 +183,16 @@ def unknown_key_message(parser_message: str, group: str) -> Optional[str]:
     return f"unknown key '{key}' in {group}.{block} (valid: {', '.join(valid)})"
 
 
+INVALID_VALUE = re.compile(r"class_path '[\w.]+':\s+Parser key \"([\w.]+)\":\s+(.+)")
+
+
+def invalid_value_message(parser_message: str, group: str) -> Optional[str]:
+    """"invalid value for data.field.latents_per_pixel: Expected a <class 'float'>. Got value: abc" for a parser
+    error about one value of a ``class_path`` group; None for any other error."""
+    found = INVALID_VALUE.search(parser_message)
+    return f"invalid value for {group}.{found.group(1)}: {found.group(2).strip()}" if found else None
+
+
 def exit_on_invalid_config(run: Callable[[], T]) -> T:
     """Run ``run``; an invalid value ends the program with one message (``ARC_DEBUG=1`` shows the traceback)."""
     try:
@@ -192,7 +202,7 @@ def exit_on_invalid_config(run: Callable[[], T]) -> T:
             raise
         text = str(error)
         group = "data" if "Parser key \"data\"" in text else "model"
-        print(f"error: {unknown_key_message(text, group) or text}", file=sys.stderr)
+        print(f"error: {unknown_key_message(text, group) or invalid_value_message(text, group) or text}", file=sys.stderr)
         print("(--help lists every option with its default)", file=sys.stderr)
         raise SystemExit(2) from None
     except ValueError as error:

@@ -33,5 +33,5 @@ def as_settings(cls: type[T], value: T | Mapping[str, Any] | None, where: str, *
         raise SettingsError(f"unknown key{'s' if len(unknown) > 1 else ''} {keys} in {where} (valid: {', '.join(valid)})")
     try:
         return cls(**{**defaults, **value})
-    except (TypeError, ValueError) as err:
+    except TypeError as err:
         raise SettingsError(f"{where}: {err}") from err

@@ -194,3 +194,17 @@ def test_a_class_without_train_images_is_refused_before_any_work(workdir, capsys
     err = capsys.readouterr().err
     assert "class(es) 'd' have no train image" in err, err
     assert not (workdir / "data/decoders").exists(), "work started before the check"
+
+
+@pytest.mark.parametrize("override, message", [
+    (["--data.fit.stepz", "3"], "unknown key 'stepz' in data.fit (valid: steps, lr, pixel_fraction"),
+    (["--data.field", "{latent_dims: 3}"], "unknown key 'latent_dims' in data.field (valid: latent_dim,"),
+    (["--model.init_args.bogus", "1"], "unknown key 'bogus' in model (valid: num_classes,"),
+    (["--data.field.latents_per_pixel", "abc"], "invalid value for data.field.latents_per_pixel"),
+    (["--data.fit.steps", "0"], "fit.steps must be >= 1, got 0"),
+])
+def test_config_mistakes_name_the_key(workdir, capsys, override, message):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", "tiny.yaml", *override])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and message in err and "Traceback" not in err, err

@@ -48,7 +48,7 @@ def test_spacing_follows_latent_count_and_its_reference_area():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"latent_count": 25}, "needs reference_pixels"),
+    ({"latent_count": 25}, "needs field.reference_pixels"),
     ({"reference_pixels": 784}, "only with latent_count"),
     ({"latent_count": 50, "reference_pixels": 49}, "at most one latent per pixel"),
     ({"offset_scale": "per_pixel"}, "offset_scale must be"),

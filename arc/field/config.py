@@ -47,33 +47,33 @@ class FieldConfig:
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+            raise ValueError(f"field.latent_dim must be >= 1, got {self.latent_dim}")
         if self.neighbours < 1:
-            raise ValueError(f"neighbours must be >= 1, got {self.neighbours}")
+            raise ValueError(f"field.neighbours must be >= 1, got {self.neighbours}")
         if not 0.0 < self.latents_per_pixel <= 1.0:
-            raise ValueError(f"latents_per_pixel must be in (0, 1], got {self.latents_per_pixel}")
+            raise ValueError(f"field.latents_per_pixel must be in (0, 1], got {self.latents_per_pixel}")
         if self.latent_count is not None and self.latent_count < 1:
-            raise ValueError(f"latent_count must be >= 1 or None, got {self.latent_count}")
+            raise ValueError(f"field.latent_count must be >= 1 or None, got {self.latent_count}")
         if isinstance(self.offset_scale, (int, float)) and not isinstance(self.offset_scale, bool):
             if not 0.0 < self.offset_scale < math.inf:
-                raise ValueError(f"a numeric offset_scale must be a positive number of pixels, got {self.offset_scale}")
+                raise ValueError(f"field.offset_scale: a number must be a positive number of pixels, got {self.offset_scale}")
             object.__setattr__(self, "offset_scale", float(self.offset_scale))  # 20 and 20.0: one store key
         elif self.offset_scale not in ("spacing", "per_image"):
-            raise ValueError(f"offset_scale must be 'spacing', 'per_image' or a number of pixels, got {self.offset_scale!r}")
+            raise ValueError(f"field.offset_scale must be 'spacing', 'per_image' or a number of pixels, got {self.offset_scale!r}")
         if self.latent_count is not None and self.reference_pixels is None and isinstance(self.offset_scale, str):
             raise ValueError(
-                f"latent_count={self.latent_count} needs reference_pixels, the image area H*W it refers to "
+                f"field.latent_count={self.latent_count} needs field.reference_pixels, the image area H*W it refers to "
                 "(e.g. 784 for 28x28 images): the offset scale is s = sqrt(reference_pixels / latent_count)"
             )
         if self.latent_count is None and self.reference_pixels is not None:
-            raise ValueError("reference_pixels is used only with latent_count; with latents_per_pixel, s = 1/sqrt(rho)")
+            raise ValueError("field.reference_pixels is used only with latent_count; with latents_per_pixel, s = 1/sqrt(rho)")
         if self.reference_pixels is not None and self.reference_pixels < self.latent_count:
             raise ValueError(
-                f"reference_pixels must be >= latent_count (at most one latent per pixel), got "
+                f"field.reference_pixels must be >= field.latent_count (at most one latent per pixel), got "
                 f"{self.reference_pixels} < {self.latent_count}"
             )
         if self.colour not in ("standardise", "unit"):
-            raise ValueError(f"colour must be 'standardise' or 'unit', got {self.colour!r}")
+            raise ValueError(f"field.colour must be 'standardise' or 'unit', got {self.colour!r}")
 
     @property
     def offset_mode(self) -> OffsetMode:
@@ -94,13 +94,13 @@ class FieldConfig:
         return 1.0 / math.sqrt(self.latents_per_pixel)
 
 
-def _check_common(steps: int, lr: float, pixel_fraction: float) -> None:
+def _check_common(block: str, steps: int, lr: float, pixel_fraction: float) -> None:
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise ValueError(f"{block}.steps must be >= 1, got {steps}")
     if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+        raise ValueError(f"{block}.lr must be > 0, got {lr}")
     if not 0.0 < pixel_fraction <= 1.0:
-        raise ValueError(f"pixel_fraction must be in (0, 1], got {pixel_fraction}")
+        raise ValueError(f"{block}.pixel_fraction must be in (0, 1], got {pixel_fraction}")
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,12 @@ class FitConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_common(self.steps, self.lr, self.pixel_fraction)
+        _check_common("fit", self.steps, self.lr, self.pixel_fraction)
         if self.pixel_budget < 1:
-            raise ValueError(f"pixel_budget must be >= 1, got {self.pixel_budget}")
+            raise ValueError(f"fit.pixel_budget must be >= 1, got {self.pixel_budget}")
         object.__setattr__(self, "precision", str(self.precision))  # YAML reads 32 as an int
         if self.precision not in ("32", "tf32", "bf16", "16"):
-            raise ValueError(f"precision must be '32', 'tf32', 'bf16' or '16', got {self.precision!r}")
+            raise ValueError(f"fit.precision must be '32', 'tf32', 'bf16' or '16', got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,6 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_common(self.steps, self.lr, self.pixel_fraction)
+        _check_common("pretrain", self.steps, self.lr, self.pixel_fraction)
         if self.images < 1:
-            raise ValueError(f"images must be >= 1, got {self.images}")
+            raise ValueError(f"pretrain.images must be >= 1, got {self.images}")
