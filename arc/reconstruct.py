@@ -30,6 +30,8 @@ from arc.viz import Frame, image_grid, psnr, render_view, save_png
 log = logging.getLogger("reconstruct")
 
 _REOPENABLE = ("shapes", "digits", "torchvision")
+MAX_PANEL_PIXELS = 2**26
+"""Largest rendered panel (64 Mpx, about 0.8 GB of float32 RGB): ``--scale`` beyond it is refused."""
 
 
 class ReconstructError(ValueError):
@@ -130,6 +132,10 @@ def reconstruct(
     n, spacing = decoder.neighbours, clouds.store.spacing
     size = cloud.size[0].tolist()
     frame = Frame.parse(canvas, size)
+    pixels = frame.height * frame.width * scale**2
+    if pixels > MAX_PANEL_PIXELS:
+        raise ReconstructError(f"--scale {scale} makes {frame.height * scale}x{frame.width * scale} panels "
+                               f"({pixels:,} pixels, at most {MAX_PANEL_PIXELS:,}): lower --scale")
     states = apply_edits(cloud, edits, n, lookup=lambda i, other: clouds.get(other or split, i),
                          latent_std=clouds.store.latent_std)
     original, note = open_original(clouds.store, split, index, source, root)
@@ -226,7 +232,10 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
     out = Path(args.out or f"reconstruct-{args.split}-{args.index}.png")
     grid = image_grid(panels.images, panels.titles, panels.points if args.show_points else None, columns=args.columns)
-    save_png(out, grid)
+    try:
+        save_png(out, grid)
+    except OSError as err:
+        raise ReconstructError(f"cannot write --out {out}: {err.strerror or err}") from None
     written = {}
     if args.panels:
         for number, (name, image) in enumerate(zip(panels.names, panels.images)):

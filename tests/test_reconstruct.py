@@ -155,6 +155,7 @@ def test_no_original_panel_when_the_source_is_unknown(fitted, tmp_path):
         (["--index", "0", "--edit", "mask:fraction=0.99"], "the decoder needs at least 4"),
         (["--index", "0", "--canvas", "10,10"], "smaller than the 24x24 image"),
         (["--index", "0", "--scale", "0"], "--scale must be a positive integer"),
+        (["--index", "0", "--scale", "100000"], "lower --scale"),
     ],
 )
 def test_bad_input_gets_one_clear_message(fitted, tmp_path, capsys, argv, message):
@@ -180,6 +181,12 @@ def test_wandb_logs_offline(fitted, tmp_path, monkeypatch):
     tool.run(["--store", str(fitted.path), "--index", "0", "--edit", "flip:axis=h", "--out", str(tmp_path / "g.png"), "--wandb"])
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "the reconstruction was not logged to an offline W&B run"
+
+
+def test_an_unwritable_out_is_one_line(fitted, tmp_path, capsys):
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    code, err = _main(["--store", fitted.path, "--index", "0", "--out", tmp_path / "blocked" / "g.png"], capsys)
+    assert code == 2 and "cannot write --out" in err and "Traceback" not in err
 
 
 @pytest.mark.slow
