@@ -120,7 +120,7 @@ def test_npz_missing_key_and_not_a_zip(tmp_path):
     with pytest.raises(SourceError, match="y_test"):
         open_source(f"npz:{_npz(tmp_path / 'm.npz', **arrays)}")
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
-    with pytest.raises(SourceError, match="junk.npz"):
+    with pytest.raises(SourceError, match="junk.npz: not an .npz archive"):
         open_source(f"npz:{tmp_path / 'junk.npz'}")
     with pytest.raises(SourceError, match="not found"):
         open_source(f"npz:{tmp_path / 'absent.npz'}")

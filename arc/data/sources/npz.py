@@ -2,6 +2,7 @@
 x uint8 / uint16 / float in [0, 1], [N, H, W] or [N, H, W, C] with C in 1..4; y 1-D integers."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from arc.files import file_sha256
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load reads any other bytes as a pickle
+        raise SourceError(f"{path}: not an .npz archive (an .npz is a zip of .npy arrays, as numpy.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
