@@ -39,6 +39,7 @@ from arc.store import default_decoder_path as keyed_decoder_path
 log = logging.getLogger(__name__)
 
 Barrier = Callable[[], None]
+PIXEL_TABLE_BYTES = 72  # the fitting engine's pixel tables per image pixel (FitConfig.pixel_budget)
 
 
 def _no_barrier() -> None:
@@ -272,8 +273,14 @@ def _fit_shards(source: ImageSource, field: FieldConfig, fit: FitConfig, store: 
     if shard_workers is None:
         shard_workers = 2 if device.type == "cuda" else 1
     lock = threading.Lock()  # the progress bar is shared by the shard workers
+    groups = shard_workers * (2 if device.type == "cuda" else max(1, torch.get_num_threads() // shard_workers))
     for split_name, shards in todo.items():
         split = source.split(split_name)
+        if shards and source.largest_pixels:
+            need = fitting_memory(source.largest_pixels, store.shard_size, fit, groups)
+            log.info("anchor %s: images of up to %d pixels; fitting memory about %.2f GiB (%d groups at once, 72 B per "
+                     "image pixel; fit.pixel_budget and the source option max_pixels bound it)", split_name,
+                     source.largest_pixels, need / 2**30, groups)
         total = sum(min(store.shard_size, len(split) - k * store.shard_size) for k in shards)
         # counted in image-steps, shown in images (unit_scale), so the rate reads images/s
         bar = tqdm(total=total * fit.steps, desc=f"anchor {split_name}", unit="img", unit_scale=1 / fit.steps,
@@ -308,6 +315,16 @@ def _record(source: ImageSource, store: CloudStore, splits: Sequence[str]) -> No
     store.record({s: c for s, (c, _) in collected.items()}, {s: k for s, (_, k) in collected.items()}, mean, std,
                  complete=complete)
     for split_name, (count, skipped) in collected.items():
-        converted = source.split(split_name).converted
+        split = source.split(split_name)
         log.info("%s: %d clouds, %d skipped, %d converted to %d channels", split_name, count, len(skipped),
-                 converted, source.channels)
+                 split.converted, source.channels)
+        if split.downscaled:
+            log.info("%s: downscaled %d images to at most %d pixels (source option max_pixels)", split_name,
+                     split.downscaled, split.max_pixels)
+
+
+def fitting_memory(image_pixels: int, images: int, fit: FitConfig, groups_at_once: int) -> int:
+    """Bytes the fitting engine's pixel tables take (about 72 per image pixel of a group) for
+    ``groups_at_once`` groups of ``images`` images of at most ``image_pixels`` pixels each."""
+    group_pixels = min(images * image_pixels, max(image_pixels, int(fit.pixel_budget / fit.pixel_fraction)))
+    return PIXEL_TABLE_BYTES * group_pixels * groups_at_once

@@ -21,7 +21,11 @@ spec                        images
 ==========================  =====================================================================
 
 Options every source accepts: ``channels`` (force 1 or 3; otherwise grey sources are 1 and colour
-sources 3), ``center_crop`` (an int: crop the centre c x c before the canvas), and ``test_fraction``.
+sources 3), ``center_crop`` (an int: crop the centre c x c before the canvas), ``test_fraction``, and
+``max_pixels`` (default 1024², the paper's largest fitted image; None for no limit): a larger image
+(after the crop, before the canvas) is downscaled to at most that many pixels (bilinear, antialiased,
+aspect kept; counted per split). The limit is part of the identity only when a source may hold
+larger images (array shapes, file headers), so sources of small images keep their store keys.
 Each kind lives in its own module (:mod:`.npz`, :mod:`.imagefolder`, :mod:`.torchvision`,
 :mod:`.bundled`: digits and shapes); the split rules in :mod:`.splits`.
 
@@ -54,7 +58,7 @@ from arc.data.sources.bundled import open_digits, open_shapes
 from arc.data.sources.image_split import ImageSplit
 from arc.data.sources.imagefolder import IMAGE_EXTENSIONS, open_imagefolder
 from arc.data.sources.npz import open_npz
-from arc.data.sources.readers import RawSource, SourceError, positive_int
+from arc.data.sources.readers import DEFAULT_MAX_PIXELS, RawSource, SourceError, largest_pixels, positive_int
 from arc.data.sources.splits import SPLITS, assign_splits
 from arc.data.sources.torchvision import TORCHVISION, open_torchvision
 from arc.files import canonical_json, short_hash
@@ -86,8 +90,11 @@ class ImageSource:
     """A dataset with ``splits`` ("train", "val", "test"), one channel count and its identity.
 
     identity: a JSON-able dict (source, name, options, split settings, canvas, content hash);
-    identity_hash: its short sha256, the part of store and decoder keys that names the images.
+    identity_hash: its short sha256, the part of store and decoder keys that names the images;
+    largest_pixels: an upper bound on H·W of the images it serves (None when unknown).
     """
+
+    largest_pixels: int | None = None
 
     def __init__(self, spec: str, identity: dict, channels: int, class_names: Sequence[str], splits: dict[str, ImageSplit]):
         self.spec, self.identity, self.channels = spec, identity, channels
@@ -158,6 +165,9 @@ def open_source(
     if not 0.0 <= test_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
         raise SourceError(f"test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}")
     canvas = CanvasConfig.parse(canvas)
+    max_pixels = options.pop("max_pixels", DEFAULT_MAX_PIXELS)
+    if max_pixels is not None:
+        max_pixels = positive_int(spec, "max_pixels", max_pixels)
     raw = _OPENERS[kind](spec, arg, root=Path(root), download=download, seed=seed, options=options)
     channels = int(options.get("channels", raw.channels))
     if channels not in (1, 3):
@@ -167,17 +177,23 @@ def open_source(
         center_crop = positive_int(spec, "center_crop", center_crop)
 
     readers = assign_splits(raw.readers["train"], raw.readers.get("val"), raw.readers.get("test"), val_fraction, test_fraction, seed)
-    splits = {split: ImageSplit(split, reader, channels, center_crop, canvas) for split, reader in readers.items()}
+    largest = [center_crop**2 if center_crop is not None else largest_pixels(reader) for reader in readers.values()]
+    if max_pixels is not None and all(pixels is not None and pixels <= max_pixels for pixels in largest):
+        max_pixels = None  # changes no image: not part of the identity
+    splits = {split: ImageSplit(split, reader, channels, center_crop, canvas, max_pixels) for split, reader in readers.items()}
     identity = {
         "source": kind if kind in _PATH_KINDS else spec,
         "name": raw.name,
-        "options": {key: options[key] for key in sorted(options)},
+        "options": {key: options[key] for key in sorted(options)} | ({} if max_pixels is None else {"max_pixels": max_pixels}),
         "splits": {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed},
         "canvas": asdict(canvas) if canvas is not None else None,
         "content": raw.content,
     }
     identity = _json_roundtrip(identity)
-    return ImageSource(spec, identity, channels, raw.class_names, splits)
+    source = ImageSource(spec, identity, channels, raw.class_names, splits)
+    bounds = [pixels if max_pixels is None else min(pixels or max_pixels, max_pixels) for pixels in largest]
+    source.largest_pixels = canvas.size**2 if canvas is not None else (None if None in bounds else max(bounds))
+    return source
 
 
 def _json_roundtrip(value: Any) -> Any:

@@ -33,6 +33,9 @@ class ShapesReader:
     def describe(self, i: int) -> str:
         return f"shapes/{self.split}[{i}]"
 
+    def largest_pixels(self) -> int:
+        return self.size**2
+
 
 def open_digits(spec: str, arg: str, *, root: Path, download: bool, seed: int, options: dict) -> RawSource:
     """The digits (0..16 -> [0, 1]) resized to option ``size`` (default 16; bilinear, antialiased); train only."""

@@ -1,8 +1,10 @@
 """One split of a source as a lazily decoded sequence of (image float32 [C, H, W] in [0, 1], label)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from arc.data.canvas import CanvasConfig, apply_canvas
@@ -15,15 +17,18 @@ class ImageSplit(Sequence):
 
     The image is read, alpha-composited on black, converted to the dataset's ``channels``
     (counted in ``converted``), checked (:class:`ImageReadError` on failure, counted in
-    ``skipped``), centre-cropped (``center_crop``) and placed on the canvas (``canvas``).
+    ``skipped``), centre-cropped (``center_crop``), downscaled to at most ``max_pixels`` pixels
+    (:func:`downscale`, counted in ``downscaled``) and placed on the canvas (``canvas``).
     The counters are per process (DataLoader workers keep their own).
     """
 
-    def __init__(self, name: str, reader: Reader, channels: int, center_crop: int | None = None, canvas: CanvasConfig | None = None):
+    def __init__(self, name: str, reader: Reader, channels: int, center_crop: int | None = None, canvas: CanvasConfig | None = None,
+                 max_pixels: int | None = None):
         self.name, self.reader, self.channels = name, reader, channels
-        self.center_crop, self.canvas = center_crop, canvas
+        self.center_crop, self.canvas, self.max_pixels = center_crop, canvas, max_pixels
         self._skipped: set[int] = set()
         self._converted: set[int] = set()
+        self._downscaled: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -43,6 +48,9 @@ class ImageSplit(Sequence):
             raise
         if converted:
             self._converted.add(index)
+        if self.max_pixels is not None and image.shape[1] * image.shape[2] > self.max_pixels:
+            image = downscale(image, self.max_pixels)
+            self._downscaled.add(index)
         if self.canvas is not None:
             image = apply_canvas(image, self.canvas, self.name, index)
         return image, int(self.reader.labels()[index])
@@ -79,3 +87,20 @@ class ImageSplit(Sequence):
     def converted(self) -> int:
         """Number of distinct images converted to the dataset's channel count in this process."""
         return len(self._converted)
+
+    @property
+    def downscaled(self) -> int:
+        """Number of distinct images downscaled to ``max_pixels`` in this process."""
+        return len(self._downscaled)
+
+
+def downscale(image: Tensor, max_pixels: int) -> Tensor:
+    """``image`` [C, H, W] resized (bilinear, antialiased, aspect ratio kept) to the largest size with
+    at most ``max_pixels`` pixels."""
+    height, width = image.shape[1:]
+    scale = math.sqrt(max_pixels / (height * width))
+    size = [max(1, int(height * scale)), max(1, int(width * scale))]
+    while size[0] * size[1] > max_pixels:  # float rounding
+        size[int(size[1] > size[0])] -= 1
+    resized = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    return resized.clamp_(0.0, 1.0)

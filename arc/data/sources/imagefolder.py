@@ -26,6 +26,7 @@ class FileReader:
     def __init__(self, files: Sequence[tuple[str, int]]):
         self.paths = [path for path, _ in files]
         self._labels = torch.tensor([label for _, label in files], dtype=torch.long)
+        self._largest: int | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,6 +39,19 @@ class FileReader:
 
     def describe(self, i: int) -> str:
         return self.paths[i]
+
+    def largest_pixels(self) -> int:
+        """The largest W·H among the files' headers (not decoded; unreadable files are skipped later)."""
+        if self._largest is None:
+            largest = 0
+            for path in self.paths:
+                try:
+                    with Image.open(path) as image:
+                        largest = max(largest, image.width * image.height)
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+                    continue
+            self._largest = largest
+        return self._largest
 
 
 def _image_channels(mode: str) -> int:

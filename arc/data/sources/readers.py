@@ -13,7 +13,8 @@ from torch import Tensor
 
 from arc.data.images import array_to_image
 
-COMMON_OPTIONS = {"channels", "center_crop", "test_fraction"}
+COMMON_OPTIONS = {"channels", "center_crop", "test_fraction", "max_pixels"}
+DEFAULT_MAX_PIXELS = 1024 * 1024  # the paper's largest fitted image (the 1024² canvas of padded FMNIST)
 
 
 class SourceError(ValueError):
@@ -30,6 +31,8 @@ class Reader(Protocol):
     def labels(self) -> Tensor: ...
 
     def describe(self, i: int) -> str: ...
+
+    # optional: ``largest_pixels() -> int | None``, an upper bound on H·W of its images (None: unknown)
 
 
 @dataclass
@@ -71,6 +74,9 @@ class ArrayReader:
     def describe(self, i: int) -> str:
         return f"{self.what}[{i}]"
 
+    def largest_pixels(self) -> int:
+        return self.resize**2 if self.resize is not None else int(np.prod(self.images.shape[1:3]))
+
 
 class Subset:
     """The images ``indices`` (ascending) of another reader."""
@@ -90,6 +96,15 @@ class Subset:
 
     def describe(self, i: int) -> str:
         return self.reader.describe(int(self.indices[i]))
+
+    def largest_pixels(self) -> int | None:
+        return largest_pixels(self.reader)
+
+
+def largest_pixels(reader: Reader) -> int | None:
+    """An upper bound on H·W of ``reader``'s images (None when the reader cannot tell without decoding)."""
+    bound = getattr(reader, "largest_pixels", None)
+    return None if bound is None else bound()
 
 
 def check_options(spec: str, options: dict, allowed: set[str]) -> None:
