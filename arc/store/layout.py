@@ -13,8 +13,8 @@ keeps its skip counts, and ``checksum``: the content hash of the tensors (:func:
 shards written before checksums lack it, see :mod:`arc.store.integrity`). Shards are written atomically (:func:`arc.files.atomic_write`) and never
 rewritten; a truncated, corrupt or foreign shard raises :class:`StoreError` naming the file. The
 manifest holds the settings (format version, source identity, field and fit settings, spacing s,
-decoder hash and path, shard size), counts and skips per split, the train-only per-dimension
-latent mean/std, and the status ("incomplete" until the store is finalised). No pickle anywhere.
+decoder hash and path, shard size), counts, skips and shard checksums per split, the train-only
+per-dimension latent mean/std, and the status ("incomplete" until the store is finalised). No pickle anywhere.
 
 This module reads, writes and checks single files; :class:`arc.store.CloudStore` ties them into a
 store directory.
