@@ -37,6 +37,7 @@ class Report:
     problems: list[str] = field(default_factory=list)
     damaged: dict[str, list[int]] = field(default_factory=dict)  # split -> shard numbers (missing or bad)
     unrecord: set[str] = field(default_factory=set)
+    not_complete: bool = False  # marked complete without every split recorded
     statistics: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # recomputed, when the recorded ones are wrong
 
     def bad(self, split: str, k: Optional[int], problem: str) -> None:
@@ -79,7 +80,8 @@ def _check_split(store: CloudStore, split: str, report: Report) -> None:
 
 def _check_statistics(store: CloudStore, report: Report) -> None:
     if store.is_complete and not all(store.has_split(split) for split in SPLITS):
-        report.bad("train", None, f"{store.path}: marked complete, but only {sorted(store.counts)} are recorded")
+        report.problems.append(f"{store.path}: marked complete, but only {sorted(store.counts)} are recorded")
+        report.not_complete = True
     if not store.has_split("train") or "train" in report.unrecord:
         return
     if not store.has_statistics:
@@ -120,6 +122,9 @@ def repair_store(store: CloudStore, report: Report) -> list[str]:
             manifest.update(latent_mean=None, latent_std=None)
         manifest["status"] = "incomplete"
         done.append(f"un-recorded {split}: the next anchoring run refits its missing shards and records it")
+    if report.not_complete:
+        manifest["status"] = "incomplete"
+        done.append("marked the store incomplete: the next anchoring run fits and records the missing splits")
     for split, values in report.unverified.items():
         checksums.setdefault(split, {}).update(values)
         done.append(f"recorded the checksums of {len(values)} {split} shards written before checksums")
