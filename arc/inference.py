@@ -3,27 +3,24 @@
 A checkpoint carries, beside the classifier's weights and hyperparameters (model, evaluation views,
 class names), an ``arc_inference`` record written by :func:`inference_record` at save time: the
 decoder's weights and record, the field and fit settings and the preprocessing of the source
-(channels, centre crop, canvas). A bundle (:mod:`arc.bundle`) holds the same as safetensors + JSON.
+(:mod:`arc.inputs`). A bundle (:mod:`arc.bundle`) holds the same as safetensors + JSON.
 
-``Predictor.predict`` reads each image as the sources do (:mod:`arc.data.images`), fits its cloud with
+``Predictor.predict`` reads each image as the sources do (:func:`arc.inputs.read_input`), fits its cloud with
 the model's own decoder and settings (:func:`arc.field.fit_clouds`, batched, on the predictor's
 device) unless the cloud cache (:mod:`arc.cache`) holds it, and classifies the clouds. An image's
-fitting seed is derived from the hash of its pixels, so its cloud does not depend on the other
-images of a call, nor on whether it came as a file or a tensor.
+fitting seed is derived from the hash of its pixels (:func:`arc.inputs.content_index`), so its cloud
+does not depend on the other images of a call, nor on whether it came as a file or a tensor.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import warnings
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError
 from safetensors.torch import load_model
 from torch import Tensor
@@ -32,24 +29,21 @@ from tqdm.auto import tqdm
 from arc.augment import build_augmentations
 from arc.cache import CloudCache, cloud_key, default_cache_dir
 from arc.cloud import CloudBatch
-from arc.data.canvas import CanvasConfig, CanvasError, apply_canvas
-from arc.data.images import ImageReadError, check_source_image, conform_channels, read_image_file
+from arc.data.canvas import CanvasConfig
+from arc.data.images import ImageReadError
+from arc.data.sources.readers import DEFAULT_MAX_PIXELS
 from arc.field.config import FieldConfig, FitConfig
 from arc.field.decoder import Decoder, DecoderMeta, decoder_hash, load_decoder
-from arc.field.errors import DecoderFileError, FieldInputError
+from arc.field.errors import DecoderFileError
 from arc.field.fitting import fit_clouds
-from arc.field.sampling import latent_count
+from arc.inputs import MAX_READ_PIXELS, Input, content_index, read_input, skip_reason, training_size
 from arc.model import ARCModel
 
 __all__ = ["INFERENCE_KEY", "ModelFileError", "Predictions", "Predictor", "Settings", "build_model", "check_decoder",
-           "content_index", "from_checkpoint", "inference_record", "load"]
+           "from_checkpoint", "inference_record", "load"]
 
 INFERENCE_KEY = "arc_inference"
 RECORD_FORMAT = "arc-inference/1"
-MAX_PIXELS = 4096 * 4096
-"""Default largest image (H * W pixels) :meth:`Predictor.predict` fits; larger files get an error row."""
-NATIVE_MODES = ("1", "L", "LA", "RGB", "RGBA")  # PIL modes read without a conversion
-Input = Union[str, os.PathLike, Tensor]
 
 
 class ModelFileError(ValueError):
@@ -65,7 +59,7 @@ def inference_record(module: Any) -> Optional[dict[str, Any]]:
     when there is none to read (no datamodule with a source, field, fit and decoder).
 
     Holds: ``format``, ``decoder`` (state dict, float32 CPU), ``decoder_header`` (:meth:`DecoderMeta.to_json`),
-    ``field`` / ``fit`` (dicts), ``preprocess`` (channels, center_crop, canvas) and ``class_names``.
+    ``field`` / ``fit`` (dicts), ``preprocess`` (:mod:`arc.inputs`) and ``class_names``.
     """
     trainer = getattr(module, "_trainer", None)
     datamodule = getattr(trainer, "datamodule", None)
@@ -88,22 +82,10 @@ def inference_record(module: Any) -> Optional[dict[str, Any]]:
         "preprocess": {"channels": int(datamodule.source.channels),
                        "center_crop": datamodule.source_options.get("center_crop"),
                        "canvas": None if canvas is None else asdict(canvas),
-                       "image_size": training_size(datamodule.source)},
+                       "image_size": training_size(datamodule.source),
+                       "max_pixels": datamodule.source_options.get("max_pixels", DEFAULT_MAX_PIXELS)},
         "class_names": list(module.names()),
     }
-
-
-def training_size(source: Any, samples: int = 16) -> Optional[list[int]]:
-    """[H, W] of the train images of ``source`` before its canvas (after its crop), when the first ``samples``
-    readable ones agree; None for mixed sizes."""
-    split = source.split("train")
-    sizes = set()
-    for i in range(min(samples, len(split))):
-        try:
-            sizes.add(tuple(split.reader.read(i).shape[1:]) if split.center_crop is None else (split.center_crop,) * 2)
-        except ImageReadError:
-            continue
-    return list(sizes.pop()) if len(sizes) == 1 else None
 
 
 @dataclass
@@ -111,9 +93,8 @@ class Settings:
     """What a predictor needs besides weights, as JSON values (the settings file of a bundle).
 
     model: ARCModel arguments (num_classes, latent_dim, backbone {class_path, init_args}, head_hidden,
-    normalisation); field, fit: :class:`FieldConfig` / :class:`FitConfig` as dicts; preprocess: channels
-    (1 or 3), center_crop (int or None), canvas (dict or None), image_size ([H, W] of the training images before
-    the canvas, or None); evaluation: views, augment, seed
+    normalisation); field, fit: :class:`FieldConfig` / :class:`FitConfig` as dicts; preprocess: how the source
+    read images (:mod:`arc.inputs`); evaluation: views, augment, seed
     (:meth:`ARCModel.log_probs`); decoder_hash: the decoder the classifier was trained with.
     """
 
@@ -175,7 +156,6 @@ class Predictor:
         self.fit = FitConfig(**settings.fit)
         self.class_names = list(settings.class_names)
         self.eval_augment = build_augmentations(settings.evaluation.get("augment"))
-        self.canvas = CanvasConfig.parse(settings.preprocess.get("canvas"))
         self.to(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def to(self, device: torch.device | str) -> "Predictor":
@@ -191,75 +171,23 @@ class Predictor:
         return {"decoder": self.meta.hash, "field": asdict(self.field), "fit": fit,
                 "preprocess": self.settings.preprocess, "resize": resize}
 
-    def read(self, item: Input, max_pixels: int = MAX_PIXELS, resize: bool = False) -> tuple[Tensor, str, bool, bool]:
-        """(image [C, H, W] in [0, 1] as the model's source prepares it, content hash, converted, other size) of a
-        file or a tensor ([H, W] or [C, H, W], float in [0, 1] or uint8). Raises :class:`ImageReadError` (a skip).
-
-        An image of another size than the training images (``image_size``) is fitted at its own size, or resized
-        to theirs (bilinear, antialiased, as the digits source resizes) with ``resize``.
-
-        The content hash is that of the pixels in the model's channels (before crop and canvas), so a file and
-        the tensor of its pixels are one image: same cloud, same cache entry.
-        """
-        converted = False
-        if isinstance(item, Tensor):
-            image = item.detach().cpu()
-            image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-            image = image[None] if image.ndim == 2 else image
-            what = f"tensor {tuple(item.shape)}"
-            if image.ndim != 3 or not 1 <= image.shape[0] <= 4:
-                raise ImageReadError(f"{what}: expected [H, W] or [C, H, W] with C in 1..4")
-        else:
-            what = str(item)
-            if not os.path.isfile(what):
-                raise ImageReadError(f"{what}: not a file")
-            if os.path.getsize(what) == 0:
-                raise ImageReadError(f"{what}: empty file")
-            try:
-                with Image.open(what) as header:
-                    (width, height), mode = header.size, header.mode
-            except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-                raise ImageReadError(f"{what}: unreadable image ({err})") from err
-            if width * height > max_pixels:
-                raise ImageReadError(f"{what}: {width}x{height} is larger than max_pixels={max_pixels}")
-            converted, image = mode not in NATIVE_MODES, read_image_file(what)
-        image, channels_converted = conform_channels(image, int(self.settings.preprocess["channels"]))
-        image = check_source_image(image, what).contiguous()
-        content = hashlib.sha256(repr(tuple(image.shape)).encode() + image.numpy().tobytes()).hexdigest()
-        size = self.settings.preprocess.get("image_size")
-        other_size = size is not None and list(image.shape[1:]) != list(size)
-        if other_size and resize:
-            image = F.interpolate(image[None], size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-            image = image[0].clamp_(0.0, 1.0)
-        crop = self.settings.preprocess.get("center_crop")
-        if crop is not None:
-            if min(image.shape[1:]) < crop:
-                raise ImageReadError(f"{what}: image {tuple(image.shape[1:])} is smaller than the model's "
-                                     f"center_crop {crop}")
-            top, left = (image.shape[1] - crop) // 2, (image.shape[2] - crop) // 2
-            image = image[:, top:top + crop, left:left + crop]
-        if self.canvas is not None:
-            try:
-                image = apply_canvas(image, self.canvas, "predict", content_index(content))
-            except CanvasError as err:
-                raise ImageReadError(f"{what}: image {tuple(image.shape[1:])} does not fit the model's canvas") from err
-        try:
-            latent_count(image.shape[1], image.shape[2], 0, self.field)
-        except FieldInputError as err:
-            raise ImageReadError(f"{what}: too small for the field ({err})") from err
-        return image, content, converted or channels_converted, other_size
+    def read(self, item: Input, max_read_pixels: int = MAX_READ_PIXELS,
+             resize: bool = False) -> tuple[Tensor, str, bool, bool]:
+        """:func:`arc.inputs.read_input` with this model's preprocessing and field."""
+        return read_input(item, self.settings.preprocess, self.field, max_read_pixels, resize)
 
     @torch.no_grad()
     def predict(self, inputs: Input | Sequence[Input], *, batch_size: int = 256,
-                cache_dir: str | os.PathLike | None = None, cache: bool = True, max_pixels: int = MAX_PIXELS,
-                resize: bool = False, progress: bool = False) -> Predictions:
+                cache_dir: str | os.PathLike | None = None, cache: bool = True,
+                max_read_pixels: int = MAX_READ_PIXELS, resize: bool = False, progress: bool = False) -> Predictions:
         """Classify image files or tensors ([H, W], [C, H, W], or a [B, C, H, W] batch): read, fit (or take from the
         cache), classify with the evaluation views.
 
         batch_size: images read, fitted and classified together (the evaluation views of an image depend on the
         batch it is in); cache_dir: the cloud cache (default :func:`arc.cache.default_cache_dir`); cache=False
-        fits every image anew and stores nothing; max_pixels: larger files are skipped unread; resize: fit images of
-        another size at the training images' size (see :meth:`read`).
+        fits every image anew and stores nothing; max_read_pixels: files with more pixels are skipped unread (images
+        above the model's ``max_pixels`` are downscaled, as in training); resize: fit images of another size at the
+        training images' size (see :meth:`read`).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -283,7 +211,7 @@ class Predictor:
                              psnr=[float("nan")] * len(items))
         for batch_idx, first in enumerate(range(0, len(items), batch_size)):
             chunk = range(first, min(first + batch_size, len(items)))
-            clouds = self._clouds(items, chunk, store, result, max_pixels, advance)
+            clouds = self._clouds(items, chunk, store, result, max_read_pixels, advance)
             if clouds:
                 done = sorted(clouds)
                 batch = CloudBatch.concat([clouds[i] for i in done]).to(self.device)
@@ -296,16 +224,16 @@ class Predictor:
         bar.close()
         return result
 
-    def _clouds(self, items: Sequence[Input], chunk: range, store: CloudCache, result: Predictions, max_pixels: int,
-                advance: Callable[[int], None]) -> dict[int, CloudBatch]:
+    def _clouds(self, items: Sequence[Input], chunk: range, store: CloudCache, result: Predictions,
+                max_read_pixels: int, advance: Callable[[int], None]) -> dict[int, CloudBatch]:
         """The clouds (batches of one) of the readable inputs ``chunk``, from the cache or fitted now."""
         clouds: dict[int, CloudBatch] = {}
         todo: dict[int, tuple[Tensor, str, int]] = {}
         for i in chunk:
             try:
-                image, content, converted, other_size = self.read(items[i], max_pixels, result.resized)
+                image, content, converted, other_size = self.read(items[i], max_read_pixels, result.resized)
             except ImageReadError as err:
-                result.error[i] = _reason(err, items[i])
+                result.error[i] = skip_reason(err, items[i])
                 advance(self.fit.steps)
                 continue
             result.converted += converted
@@ -327,17 +255,6 @@ class Predictor:
                 store.put(todo[i][1], clouds[i], fitted.psnr[j])
             result.fitted += len(order)
         return clouds
-
-
-def content_index(content: str) -> int:
-    """The image "index" (fitting seed, canvas draw) of an input with hex content hash ``content``: 60 bits of it."""
-    return int(content[:15], 16)
-
-
-def _reason(err: Exception, item: Input) -> str:
-    """The message of a skip without the leading "<path>: " (the CSV names the file)."""
-    text, prefix = str(err), f"{item}: "
-    return text[len(prefix):] if isinstance(item, (str, os.PathLike)) and text.startswith(prefix) else text
 
 
 def _line(err: Exception) -> str:

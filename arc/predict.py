@@ -1,7 +1,7 @@
 """``arc predict`` and ``tools/predict.py``: classify image files with a checkpoint or a bundle, write a CSV.
 
     python tools/predict.py --model CKPT_OR_BUNDLE --input DIR_OR_FILES... --out FILE.csv \\
-        [--batch-size 256] [--device cuda|cpu] [--cache-dir DIR | --no-cache] [--max-pixels N] [--resize]
+        [--batch-size 256] [--device cuda|cpu] [--cache-dir DIR | --no-cache] [--max-read-pixels N] [--resize]
 
 Folders are searched recursively for image files (by extension, as the imagefolder source does);
 files named on the command line are always read. One row per file: ``path``, ``pred`` (class name),
@@ -20,7 +20,7 @@ from typing import Sequence
 
 from arc.data.sources.imagefolder import IMAGE_EXTENSIONS
 from arc.files import atomic_write
-from arc.inference import MAX_PIXELS, ModelFileError, Predictions, load
+from arc.inference import MAX_READ_PIXELS, ModelFileError, Predictions, load
 
 __all__ = ["collect_inputs", "main", "write_csv"]
 
@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--cache-dir", default=None, help="cache of fitted clouds (default: $ARC_CACHE or ~/.cache/arc)")
     p.add_argument("--no-cache", action="store_true", help="fit every image anew and cache nothing")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"skip larger images (default {MAX_PIXELS})")
+    p.add_argument("--max-read-pixels", type=int, default=MAX_READ_PIXELS, help="skip files of more pixels, unread "
+                   f"(default {MAX_READ_PIXELS}; images above the model's max_pixels are downscaled, as in training)")
     p.add_argument("--resize", action="store_true", help="fit images whose size differs from the training images' "
                    "at that size (default: at their own size)")
     return p
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "checkpoint)", file=sys.stderr)
         return 2
     result = predictor.predict(files, batch_size=args.batch_size, cache_dir=args.cache_dir, cache=not args.no_cache,
-                               max_pixels=args.max_pixels, resize=args.resize, progress=True)
+                               max_read_pixels=args.max_read_pixels, resize=args.resize, progress=True)
     write_csv(args.out, files, result)
     skipped = sum(1 for error in result.error if error)
     print(f"{len(files)} files: {len(files) - skipped} classified, {skipped} skipped with an error, {result.converted} "

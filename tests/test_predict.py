@@ -62,7 +62,9 @@ def test_the_checkpoint_carries_what_inference_needs(trained):
     checkpoint = torch.load(trained.ckpt, map_location="cpu", weights_only=True)  # no pickle needed
     record = checkpoint["arc_inference"]
     assert record["field"]["latent_dim"] == 8 and record["fit"]["steps"] == 10
-    assert record["preprocess"]["channels"] == 1 and len(record["class_names"]) == 6
+    assert record["preprocess"] == {"channels": 1, "center_crop": None, "max_pixels": 1024**2, "image_size": [12, 12],
+                                    "canvas": None}
+    assert len(record["class_names"]) == 6
     assert record["decoder_header"]["hash"] == checkpoint["arc_decoder_hash"]
     predictor = arc.load(trained.ckpt, device="cpu")
     assert not predictor.model.training and predictor.model.normaliser.has_stats
@@ -171,7 +173,7 @@ def test_a_folder_of_bad_files_gets_an_error_row_each_and_the_rest_is_classified
     Image.fromarray(np.full((1, 1), 200, np.uint8)).save(folder / "one_pixel.png")
     Image.fromarray(shape.astype(np.uint16) * 257).save(folder / "sixteen_bit.png")
     Image.fromarray(shape).convert("CMYK").save(folder / "cmyk.jpg")
-    Image.new("L", (5000, 4000)).save(folder / "huge.png")  # 20 Mpx: more than the default max_pixels
+    Image.new("L", (5000, 4000)).save(folder / "huge.png")  # 20 Mpx: more than the default max_read_pixels
     Image.fromarray(shape).save(folder / "good.png")
     (folder / "readme.txt").write_text("not an image")
     out = tmp_path / "bad.csv"
@@ -180,7 +182,7 @@ def test_a_folder_of_bad_files_gets_an_error_row_each_and_the_rest_is_classified
     assert set(rows) == {"unreadable.png", "empty.jpg", "one_pixel.png", "sixteen_bit.png", "cmyk.jpg", "huge.png",
                          "good.png"}
     assert "unreadable" in rows["unreadable.png"]["error"] and rows["empty.jpg"]["error"] == "empty file"
-    assert "smaller than 2x2" in rows["one_pixel.png"]["error"] and "max_pixels" in rows["huge.png"]["error"]
+    assert "smaller than 2x2" in rows["one_pixel.png"]["error"] and "max_read_pixels" in rows["huge.png"]["error"]
     for name in ("sixteen_bit.png", "cmyk.jpg", "good.png"):
         assert rows[name]["error"] == "" and rows[name]["pred"], rows[name]
     assert rows["sixteen_bit.png"]["pred"] == rows["good.png"]["pred"]
@@ -193,6 +195,9 @@ def test_images_of_another_size_are_fitted_at_their_own_size_or_resized_on_reque
     big = tmp_path / "big.png"
     Image.open(trained.images / "00.png").resize((24, 24), Image.Resampling.BILINEAR).save(big)
     assert predictor.read(big)[0].shape == (1, 24, 24) and predictor.read(big, resize=True)[0].shape == (1, 12, 12)
+    large = torch.rand(1, 1100, 1000)  # more than the sources' max_pixels (1024²): downscaled as in training
+    image, _, converted, other_size = predictor.read(large)
+    assert image.shape[1] * image.shape[2] <= 1024**2 and converted and other_size
     own, resized = predictor.predict([big], cache=False), predictor.predict([big], cache=False, resize=True)
     assert (own.other_size, own.resized, resized.other_size, resized.resized) == (1, False, 1, True)
     assert predict_main(["--model", str(trained.ckpt), "--input", str(big), "--out", str(tmp_path / "p.csv"),
