@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-NUMERIC_CORE = ["arc.cloud", "arc.model", "arc.augment", "arc.field", "arc.seeding", "ptv3"]
+NUMERIC_CORE = ["arc.cloud", "arc.model", "arc.augment", "arc.field", "arc.baselines", "arc.seeding", "ptv3"]
 MODULE_LINES, CLASS_LINES, TOOL_LINES = 450, 250, 120
 BENCHMARKS = ("bench_", "device_check")  # measurement scripts print tables; they are not thin entry points
 

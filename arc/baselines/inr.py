@@ -1,0 +1,245 @@
+"""Per-sample INRs as stacks of weights: B small MLPs evaluated and differentiated with batched matmuls.
+
+An INR maps a pixel's coordinates x in [-1, 1]² (x = column, y = row, :func:`pixel_coordinates`)
+to its C channel values, fitted in [-1, 1] (image * 2 - 1, as SIREN fits images). Three kinds, each
+an MLP with widths ``[2, *hidden, C]``:
+
+- ``siren`` (Sitzmann et al. 2020): h = sin(ω₀ (W h + b)) in every hidden layer, a linear output.
+  Init (the authors' code): first layer W ~ U(-1/n, 1/n), later layers W ~ U(-√(6/n)/ω₀, √(6/n)/ω₀),
+  biases U(-1/√n, 1/√n) (``nn.Linear``'s default), n = fan-in; ω₀ = 30 in every sine layer.
+- ``relu``: h = relu(W h + b), ``nn.Linear``'s default init (W, b ~ U(-1/√n, 1/√n)).
+- ``fourier`` (Tancik et al. 2020): the ReLU MLP on γ(x) = [cos 2πBx, sin 2πBx], B [F, 2] ~ N(0, σ²)
+  drawn once from ``feature_seed`` (a fixed encoding, shared by every sample, not a weight).
+
+Weights of sample i are one flat vector [P] (per layer W row-major [out, in], then b [out]);
+in memory a batch keeps one tensor per layer, [B, out, in] and [B, out], so the matmuls are
+``baddbmm`` over the batch. :func:`forward_backward` is the hand-written gradient of the loss
+Σ_i mean_(pixels, channels) (y_i - t_i)², exact per sample (sample i's gradient depends only on
+its own weights and pixels); :mod:`arc.baselines.reference` checks it against autograd.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from arc.seeding import derive_generator
+
+KINDS = ("siren", "relu", "fourier")
+
+
+class INRError(ValueError):
+    """Invalid INR settings or inputs (the message names the setting)."""
+
+
+@dataclass(frozen=True)
+class INRConfig:
+    """An INR architecture: ``kind`` (siren | relu | fourier), ``hidden`` widths (e.g. [32, 32]),
+    ``omega0`` (siren), ``fourier_features`` F and ``fourier_scale`` σ (fourier), ``feature_seed``."""
+
+    kind: str = "siren"
+    hidden: tuple[int, ...] = (32, 32)
+    omega0: float = 30.0
+    fourier_features: int = 16
+    fourier_scale: float = 10.0
+    feature_seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
+        if self.kind not in KINDS:
+            raise INRError(f"inr.kind {self.kind!r} is not one of {list(KINDS)}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise INRError(f"inr.hidden must be positive widths, e.g. [32, 32]; got {list(self.hidden)}")
+        if self.omega0 <= 0 or self.fourier_features < 1 or self.fourier_scale <= 0:
+            raise INRError("inr.omega0, inr.fourier_features and inr.fourier_scale must be positive")
+
+    @property
+    def input_dim(self) -> int:
+        """Width of the first layer's input: 2 coordinates, or 2F Fourier features."""
+        return 2 * self.fourier_features if self.kind == "fourier" else 2
+
+    def shapes(self, channels: int) -> list[tuple[int, int]]:
+        """(out, in) of every layer, e.g. [(32, 2), (32, 32), (1, 32)] for widths [2, 32, 32, 1]."""
+        widths = [self.input_dim, *self.hidden, int(channels)]
+        return list(zip(widths[1:], widths[:-1]))
+
+    def param_count(self, channels: int) -> int:
+        """P, the length of one sample's flat weight vector."""
+        return sum(o * i + o for o, i in self.shapes(channels))
+
+    def scales(self) -> list[float]:
+        """ω of each hidden layer's activation: ω₀ for siren (sine layers), 1 otherwise (relu layers)."""
+        return [self.omega0 if self.kind == "siren" else 1.0] * len(self.hidden)
+
+
+def pixel_coordinates(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
+    """[H*W, 2] float32 (x, y) in [-1, 1], row-major (pixel (i, j) -> (-1 + 2j/(W-1), -1 + 2i/(H-1)))."""
+    ys = torch.linspace(-1.0, 1.0, height, device=device) if height > 1 else torch.zeros(1, device=device)
+    xs = torch.linspace(-1.0, 1.0, width, device=device) if width > 1 else torch.zeros(1, device=device)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+
+
+def encode(config: INRConfig, coords: Tensor) -> Tensor:
+    """The first layer's input for ``coords`` [..., 2]: the coordinates, or γ(x) [..., 2F] (fourier)."""
+    if config.kind != "fourier":
+        return coords
+    generator = derive_generator(config.feature_seed, "fourier-features")
+    matrix = torch.randn(config.fourier_features, 2, generator=generator) * config.fourier_scale
+    angles = 2 * math.pi * coords @ matrix.to(coords.device, coords.dtype).t()
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+@dataclass
+class WeightStack:
+    """Weights of B INRs: ``weights[l]`` [B, out, in], ``biases[l]`` [B, out] (float32, contiguous)."""
+
+    weights: list[Tensor]
+    biases: list[Tensor] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.weights[0].shape[0]
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor, layer by layer (W then b): the optimiser's parameters."""
+        return [t for pair in zip(self.weights, self.biases) for t in pair]
+
+    def flat(self) -> Tensor:
+        """[B, P] flat weight vectors (per layer W row-major, then b)."""
+        return torch.cat([t.reshape(len(self), -1) for t in self.tensors()], dim=1)
+
+    @classmethod
+    def from_flat(cls, flat: Tensor, shapes: Sequence[tuple[int, int]]) -> "WeightStack":
+        """The stack of [B, P] flat vectors for layers of ``shapes`` (copies, contiguous)."""
+        expected = sum(o * i + o for o, i in shapes)
+        if flat.ndim != 2 or flat.shape[1] != expected:
+            raise INRError(f"flat weights of shape {tuple(flat.shape)} do not fit layers {list(shapes)} (P = {expected})")
+        weights, biases, at = [], [], 0
+        for out, inp in shapes:
+            weights.append(flat[:, at : at + out * inp].reshape(-1, out, inp).clone())
+            at += out * inp
+            biases.append(flat[:, at : at + out].clone())
+            at += out
+        return cls(weights, biases)
+
+    def select(self, rows: Tensor | slice) -> "WeightStack":
+        """The stack of samples ``rows`` (copies)."""
+        return WeightStack([w[rows].clone() for w in self.weights], [b[rows].clone() for b in self.biases])
+
+    def zeros_like(self) -> "WeightStack":
+        return WeightStack([torch.zeros_like(w) for w in self.weights], [torch.zeros_like(b) for b in self.biases])
+
+
+def init_stack(config: INRConfig, channels: int, generators: Sequence[torch.Generator]) -> WeightStack:
+    """One INR per generator, drawn layer by layer (W then b) from it (see the module docstring)."""
+    shapes = config.shapes(channels)
+    weights: list[list[Tensor]] = [[] for _ in shapes]
+    biases: list[list[Tensor]] = [[] for _ in shapes]
+    for generator in generators:
+        for layer, (out, inp) in enumerate(shapes):
+            if config.kind == "siren":
+                bound = 1.0 / inp if layer == 0 else math.sqrt(6.0 / inp) / config.omega0
+            else:
+                bound = 1.0 / math.sqrt(inp)
+            weights[layer].append((torch.rand(out, inp, generator=generator) * 2 - 1) * bound)
+            biases[layer].append((torch.rand(out, generator=generator) * 2 - 1) / math.sqrt(inp))
+    return WeightStack([torch.stack(w) for w in weights], [torch.stack(b) for b in biases])
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Every pixel of an H x W image, row-major: the inputs of a full-image step. A SIREN's first
+    layer is then separable, ω(w·(x_j, y_i) + b) = α_j + β_i, so its sines and cosines come from
+    the H + W angles by the angle-sum identities instead of H·W evaluations of sin and cos."""
+
+    height: int
+    width: int
+
+    def coordinates(self, device: torch.device | str = "cpu") -> Tensor:
+        """[H*W, 2] (x, y), :func:`pixel_coordinates`."""
+        return pixel_coordinates(self.height, self.width, device)
+
+
+def _sine_on_grid(omega: float, w: Tensor, b: Tensor, grid: Grid, want_cos: bool) -> tuple[Tensor, Tensor | None]:
+    """(sin, cos) [B, H*W, n] of a = ω(W (x, y) + b) for a first layer ``w`` [B, n, 2], ``b`` [B, n] on ``grid``."""
+    xs = pixel_coordinates(1, grid.width, w.device)[:, 0]
+    ys = pixel_coordinates(grid.height, 1, w.device)[:, 1]
+    alpha = torch.addcmul(b.unsqueeze(1), xs[None, :, None], w[:, None, :, 0]).mul_(omega)  # [B, W, n]
+    beta = (ys[None, :, None] * w[:, None, :, 1]).mul_(omega)  # [B, H, n]
+    sa, ca, sb, cb = alpha.sin()[:, None], alpha.cos()[:, None], beta.sin()[:, :, None], beta.cos()[:, :, None]
+    shape = (w.shape[0], grid.height * grid.width, w.shape[1])
+    sin = torch.mul(sb, ca).addcmul_(cb, sa).reshape(shape)
+    cos = torch.mul(cb, ca).addcmul_(sb, sa, value=-1.0).reshape(shape) if want_cos else None
+    return sin, cos
+
+
+def _grid_first_layer_grad(dz: Tensor, grid: "Grid", omega: float, grad_w: Tensor, grad_b: Tensor) -> None:
+    """Write ω Σ_p dz_p (x_p, y_p) into ``grad_w`` [B, n, 2] and ω Σ_p dz_p into ``grad_b`` [B, n];
+    ``dz`` [B, H*W, n] on ``grid``, reduced over rows and over columns (x depends on the column only)."""
+    b, _, n = dz.shape
+    per_pixel = dz.reshape(b, grid.height, grid.width, n)
+    by_column, by_row = per_pixel.sum(dim=1), per_pixel.sum(dim=2)  # [B, W, n], [B, H, n]
+    xs = pixel_coordinates(1, grid.width, dz.device)[:, 0]
+    ys = pixel_coordinates(grid.height, 1, dz.device)[:, 1]
+    torch.mul(torch.einsum("bwn,w->bn", by_column, xs), omega, out=grad_w[:, :, 0])
+    torch.mul(torch.einsum("bhn,h->bn", by_row, ys), omega, out=grad_w[:, :, 1])
+    torch.mul(by_row.sum(dim=1), omega, out=grad_b)
+
+
+def forward(config: INRConfig, stack: WeightStack, inputs: Tensor | Grid, keep: bool = False) -> tuple[Tensor, list]:
+    """Outputs [B, M, C] of the B INRs at ``inputs`` [B, M, in], [M, in] (shared) or a :class:`Grid`.
+
+    With ``keep``, also what the backward needs, per hidden layer (its input, its derivative source):
+    the pre-activation ω(Wh + b) (siren), cos of it (siren on a grid, first layer) or the output (relu).
+    """
+    b = len(stack)
+    saved: list = []
+    first = 0
+    if isinstance(inputs, Grid):
+        if config.kind == "siren":
+            h, cos = _sine_on_grid(config.omega0, stack.weights[0], stack.biases[0], inputs, keep)
+            saved.append((inputs, "cos", cos))
+            first = 1
+        else:
+            inputs = encode(config, inputs.coordinates(stack.weights[0].device))
+    if not first:
+        h = inputs if inputs.ndim == 3 else inputs.expand(b, *inputs.shape)
+    for layer, omega in list(enumerate(config.scales()))[first:]:
+        w, bias = stack.weights[layer], stack.biases[layer]
+        pre = torch.bmm(h, (w * omega).transpose(1, 2)).add_((bias * omega).unsqueeze(1))  # ω(Wh + b)
+        h_in = h
+        h = pre.sin() if config.kind == "siren" else pre.relu_()
+        if keep:
+            saved.append((h_in, "pre", pre) if config.kind == "siren" else (h_in, "relu", h))
+    out = torch.baddbmm(stack.biases[-1].unsqueeze(1), h, stack.weights[-1].transpose(1, 2))
+    if keep:
+        saved.append(h)
+    return out, saved
+
+
+def forward_backward(config: INRConfig, stack: WeightStack, inputs: Tensor | Grid, target: Tensor, grad: WeightStack) -> None:
+    """Write d loss / d weights into ``grad`` for loss = Σ_samples mean over pixels and channels of
+    (y - target)², ``inputs`` as in :func:`forward`, ``target`` [B, M, C] (fit space [-1, 1])."""
+    out, saved = forward(config, stack, inputs, keep=True)
+    dy = out.sub_(target).mul_(2.0 / (target.shape[1] * target.shape[2]))  # [B, M, C]
+    last = len(stack.weights) - 1
+    torch.bmm(dy.transpose(1, 2), saved[-1], out=grad.weights[last])
+    torch.sum(dy, dim=1, out=grad.biases[last])
+    dh = torch.bmm(dy, stack.weights[last])  # [B, M, width]
+    for layer in range(last - 1, -1, -1):
+        omega = config.scales()[layer]
+        h_in, what, kept = saved[layer]
+        if what == "relu":
+            dz = torch.ops.aten.threshold_backward(dh, kept, 0.0)
+        else:  # d loss / d pre-activation, / ω
+            dz = dh.mul_(kept if what == "cos" else kept.cos_())
+        if what == "cos":  # the grid's first layer: Σ_p dz_p (x_p, y_p, 1) from row and column sums
+            _grid_first_layer_grad(dz, h_in, omega, grad.weights[layer], grad.biases[layer])
+        else:
+            torch.bmm(dz.transpose(1, 2), h_in, out=grad.weights[layer]).mul_(omega)
+            torch.sum(dz, dim=1, out=grad.biases[layer]).mul_(omega)
+        if layer:
+            dh = torch.bmm(dz, stack.weights[layer]).mul_(omega)

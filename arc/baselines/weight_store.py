@@ -1,0 +1,232 @@
+"""Fitted INR weights on disk: ``STORE/manifest.json`` + ``STORE/<split>/shard-<k>.safetensors``.
+
+The same conventions as the cloud store (:mod:`arc.store`): the directory is named by a key, a
+:func:`arc.files.short_hash` of (source identity, INR settings, fit settings except ``pixel_budget``,
+shard size), so a changed setting gives a new store and an old one is never overwritten or silently
+reused; shard k of a split holds the source indices [k·S, (k+1)·S) and is written atomically
+(:func:`arc.files.atomic_write`) and never rewritten, so a killed run resumes at the first missing
+shard. A shard holds
+
+    weights [B, P] f32 (flat, :class:`~arc.baselines.inr.WeightStack` layout), label [B] i64,
+    index [B] i64 (source index, ascending), psnr [B] f32,
+
+and in its header the format, store key, split, shard number and the skipped source indices.
+The cloud store's classes are not reused: their shard format and manifest are those of a latent cloud
+(positions, offsets, a decoder hash and spacing, latent statistics); the key, slug, error class and
+atomic writes are shared.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from arc.baselines.fitting import INRFitConfig, fit_inrs
+from arc.baselines.inr import INRConfig
+from arc.data.images import ImageReadError
+from arc.files import atomic_write, short_hash, write_json
+from arc.store import StoreError, source_slug
+
+FORMAT_VERSION = 1
+STORE_FORMAT = "arc-weight-store"
+SHARD_FORMAT = "arc-weight-shard"
+MANIFEST = "manifest.json"
+TENSORS = ("weights", "label", "index", "psnr")
+SETTINGS = ("source", "inr", "fit", "channels", "param_count", "shard_size")
+
+
+def weight_store_key(source_identity: Mapping | str, inr: INRConfig, fit: INRFitConfig, shard_size: int) -> str:
+    """Key of a weight store: a hash of (source identity, INR settings, fit settings, shard size)."""
+    return short_hash({"kind": "weights", "source": source_identity, "inr": asdict(inr), "fit": fit.key_settings(), "shard_size": shard_size})
+
+
+def default_weight_store_dir(root: str | os.PathLike, source_spec: str, key: str) -> Path:
+    """``root/weights/<source name>-<key>`` (key from :func:`weight_store_key`)."""
+    return Path(root) / "weights" / f"{source_slug(source_spec)}-{key}"
+
+
+class WeightStore:
+    """A weight store directory. Make one with :meth:`create_or_open` or :meth:`open`."""
+
+    def __init__(self, path: str | os.PathLike, manifest: dict):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @classmethod
+    def create_or_open(
+        cls, path: str | os.PathLike, source: Mapping | str, inr: INRConfig, fit: INRFitConfig, channels: int,
+        shard_size: int = 1024,
+    ) -> "WeightStore":
+        """Create the store at ``path``, or open the one there if its settings are the same (else StoreError)."""
+        path = Path(path)
+        if shard_size < 1:
+            raise StoreError(f"shard_size must be positive, got {shard_size}")
+        settings = json.loads(json.dumps({
+            "source": source, "inr": asdict(inr), "fit": fit.key_settings(), "channels": int(channels),
+            "param_count": inr.param_count(channels), "shard_size": int(shard_size),
+        }))
+        key = weight_store_key(source, inr, fit, shard_size)
+        if not (path / MANIFEST).exists():
+            if path.exists() and any(not name.startswith(f".{MANIFEST}.") for name in os.listdir(path)):
+                raise StoreError(f"{path} exists, is not empty and has no {MANIFEST}; refusing to write a weight store there")
+            manifest = {"format": STORE_FORMAT, "format_version": FORMAT_VERSION, "key": key, **settings, "counts": {}, "skipped": {}}
+            try:
+                write_json(path / MANIFEST, manifest, overwrite=False)
+                return cls(path, manifest)
+            except FileExistsError:
+                pass
+        store = cls.open(path)
+        differ = sorted(name for name in SETTINGS if store.manifest.get(name) != settings[name])
+        if differ or store.key != key:
+            raise StoreError(
+                f"{path} holds weights fitted with other settings (differing: {', '.join(differ) or 'key'}); it is never "
+                "overwritten: use another directory (the default one is derived from the settings) or delete it"
+            )
+        return store
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "WeightStore":
+        """Open an existing weight store for reading or resume."""
+        path = Path(path)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError as err:
+            raise StoreError(f"{path}: no {MANIFEST}; not a weight store (fit one first)") from err
+        except (OSError, ValueError) as err:
+            raise StoreError(f"{path / MANIFEST}: unreadable manifest ({err}); delete the store and refit") from err
+        if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
+            raise StoreError(f"{path / MANIFEST}: not an arc weight store manifest")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise StoreError(f"{path / MANIFEST}: weight store version {manifest.get('format_version')}, this code reads {FORMAT_VERSION}")
+        return cls(path, manifest)
+
+    @property
+    def key(self) -> str:
+        return self.manifest["key"]
+
+    @property
+    def shard_size(self) -> int:
+        return int(self.manifest["shard_size"])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Samples per recorded (finished) split."""
+        return dict(self.manifest["counts"])
+
+    def shard_path(self, split: str, shard: int) -> Path:
+        return self.path / split / f"shard-{shard:05d}.safetensors"
+
+    def _identity(self, split: str, shard: int) -> dict[str, str]:
+        return {"format": SHARD_FORMAT, "key": self.key, "split": split, "shard": str(shard)}
+
+    def has_shard(self, split: str, shard: int) -> bool:
+        """Whether shard ``shard`` of ``split`` is written (a foreign or corrupt file raises StoreError)."""
+        if not self.shard_path(split, shard).exists():
+            return False
+        self._open(split, shard)
+        return True
+
+    def _open(self, split: str, shard: int):
+        path = self.shard_path(split, shard)
+        try:
+            handle = safe_open(str(path), framework="pt")
+        except (SafetensorError, OSError) as err:
+            raise StoreError(f"{path}: truncated or corrupt shard ({err}); delete it to refit") from err
+        metadata = dict(handle.metadata() or {})
+        wrong = [name for name, value in self._identity(split, shard).items() if metadata.get(name) != value]
+        if wrong or any(name not in handle.keys() for name in TENSORS):
+            raise StoreError(f"{path}: foreign or incomplete shard (header {wrong or 'tensors'} differ); delete it to refit")
+        return handle, metadata
+
+    def write_shard(self, split: str, shard: int, tensors: Mapping[str, Tensor], skipped: Sequence[int]) -> None:
+        """Atomically write one shard: ``tensors`` (:data:`TENSORS`; weights [B, P]) and the skipped indices."""
+        out = {name: tensors[name].detach().cpu().contiguous() for name in TENSORS}
+        out["weights"], out["psnr"] = out["weights"].float(), out["psnr"].float()
+        out["label"], out["index"] = out["label"].long(), out["index"].long()
+        b, p = out["weights"].shape
+        if p != self.manifest["param_count"] or any(out[name].shape != (b,) for name in TENSORS[1:]):
+            raise StoreError(f"refusing to write {self.shard_path(split, shard)}: weights [B, {self.manifest['param_count']}] "
+                             f"and [B] label, index, psnr expected, got {[tuple(out[n].shape) for n in TENSORS]}")
+        metadata = {**self._identity(split, shard), "count": str(b), "skipped_indices": json.dumps(sorted(int(i) for i in skipped))}
+        atomic_write(self.shard_path(split, shard), lambda tmp: save_file(out, tmp, metadata=metadata))
+
+    def read_shard(self, split: str, shard: int) -> tuple[dict[str, Tensor], list[int]]:
+        """(tensors, skipped source indices) of one shard."""
+        handle, metadata = self._open(split, shard)
+        try:
+            return {name: handle.get_tensor(name) for name in TENSORS}, json.loads(metadata.get("skipped_indices", "[]"))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise StoreError(f"{self.shard_path(split, shard)}: corrupt shard ({err}); delete it to refit") from err
+
+    def shards(self, split: str, length: int) -> int:
+        """Number of shards of a split of ``length`` source images."""
+        return math.ceil(length / self.shard_size)
+
+    def collect(self, split: str) -> dict[str, Tensor]:
+        """Every stored sample of a recorded split: weights [N, P], label [N], index [N], psnr [N]."""
+        if split not in self.manifest["counts"]:
+            raise StoreError(f"{self.path}: split {split!r} is not fitted yet (fitted: {sorted(self.manifest['counts'])})")
+        total = self.manifest["counts"][split] + len(self.manifest["skipped"][split])
+        parts = [self.read_shard(split, k)[0] for k in range(self.shards(split, total))]
+        return {name: torch.cat([part[name] for part in parts]) for name in TENSORS}
+
+    def record(self, split: str, count: int, skipped: Sequence[int]) -> None:
+        """Record a finished split (its sample count and skipped indices) in the manifest."""
+        self.manifest = {**self.manifest, "counts": {**self.manifest["counts"], split: int(count)},
+                         "skipped": {**self.manifest["skipped"], split: sorted(int(i) for i in skipped)}}
+        write_json(self.path / MANIFEST, self.manifest)
+
+
+def fit_weight_store(
+    store: WeightStore, split: str, images: Sequence[tuple[Tensor, int]], inr: INRConfig, fit: INRFitConfig,
+    device: torch.device | str | None = None, progress: Optional[Callable[[int, int], None]] = None,
+) -> int:
+    """Fit every missing shard of ``split`` (``images[i]`` -> (image [C, H, W] in [0, 1], label); an
+    :class:`ImageReadError` is a counted skip), record the split and return the number of shards fitted.
+    ``progress(shard, shards)`` follows every shard, fitted or found."""
+    total = store.shards(split, len(images))
+    fitted, count, skipped_all = 0, 0, []
+    for k in range(total):
+        if store.has_shard(split, k):
+            tensors, skipped = store.read_shard(split, k)
+        else:
+            rows, labels, indices, skipped = [], [], [], []
+            for i in range(k * store.shard_size, min((k + 1) * store.shard_size, len(images))):
+                try:
+                    image, label = images[i]
+                except ImageReadError:
+                    skipped.append(i)
+                    continue
+                rows.append(image)
+                labels.append(int(label))
+                indices.append(i)
+            if rows:
+                result = fit_inrs(rows, inr, fit, split, indices, device=device)
+                weights, psnr = result.weights, result.psnr
+            else:
+                weights, psnr = torch.empty(0, inr.param_count(store.manifest["channels"])), torch.empty(0)
+            tensors = {"weights": weights, "label": torch.tensor(labels, dtype=torch.long),
+                       "index": torch.tensor(indices, dtype=torch.long), "psnr": psnr}
+            store.write_shard(split, k, tensors, skipped)
+            fitted += 1
+        count += len(tensors["index"])
+        skipped_all += list(skipped)
+        if progress is not None:
+            progress(k + 1, total)
+    store.record(split, count, skipped_all)
+    return fitted
+
+
+def store_settings(manifest: Mapping[str, Any]) -> tuple[INRConfig, dict]:
+    """The INR settings and fit settings (as a dict) a store's manifest records."""
+    inr = dict(manifest["inr"])
+    inr["hidden"] = tuple(inr["hidden"])
+    return INRConfig(**inr), dict(manifest["fit"])
