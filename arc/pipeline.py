@@ -109,7 +109,9 @@ def pretrain_stage(
         bar.update(step - bar.n)
         bar.set_postfix(loss=f"{loss:.4f}")
 
-    decoder, psnr = pretrain_decoder(images, field, pretrain, "train", indices, device=device, progress=progress)
+    progress_file = path.with_name(path.name + ".progress")  # a killed run resumes from here
+    decoder, psnr = pretrain_decoder(images, field, pretrain, "train", indices, device=device, progress=progress,
+                                     checkpoint=progress_file)
     bar.close()
     return save_pretrained(path, decoder, source, psnr)
 

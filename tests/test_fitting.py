@@ -286,3 +286,29 @@ def test_running_out_of_gpu_memory_names_the_pixel_budget(monkeypatch):
     group = FieldGroup(smooth_images([(8, 8)], 1), FIELD, "train", [0], 0, 0.25, 777)
     with pytest.raises(torch.cuda.OutOfMemoryError, match="pixel_budget=777 .* lower it"):
         fit_group(group, new_decoder(FIELD, 1, seed=0), FitConfig(steps=2))
+
+
+def test_pretraining_killed_midway_resumes_to_the_same_decoder(tmp_path):
+    """A run killed after its step-8 checkpoint resumes from it and ends with the uninterrupted run's bits."""
+    images = smooth_images([(10, 10), (12, 9), (8, 8)], 1, seed=7)
+    pretrain, checkpoint = PretrainConfig(steps=12), tmp_path / "decoder.progress"
+    whole, whole_psnr = pretrain_decoder(images, FIELD, pretrain, "train", [0, 1, 2])
+
+    def kill_at_step_10(step: int, loss: float) -> None:
+        if step == 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_decoder(images, FIELD, pretrain, "train", [0, 1, 2], progress=kill_at_step_10,
+                         checkpoint=checkpoint, checkpoint_every=4)
+    assert torch.load(checkpoint, weights_only=True)["step"] == 8
+    steps = []
+    resumed, psnr = pretrain_decoder(images, FIELD, pretrain, "train", [0, 1, 2], progress=lambda s, l: steps.append(s),
+                                     checkpoint=checkpoint, checkpoint_every=4)
+    assert steps == [9, 10, 11, 12] and not checkpoint.exists()
+    for ours, theirs in zip(resumed.state_dict().values(), whole.state_dict().values()):
+        assert torch.equal(ours, theirs)
+    assert torch.equal(psnr, whole_psnr)
+    checkpoint.write_bytes(b"truncated")  # an unusable file: start over, same result
+    again, _ = pretrain_decoder(images, FIELD, pretrain, "train", [0, 1, 2], checkpoint=checkpoint)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), whole.state_dict().values()))

@@ -8,7 +8,9 @@ step at a time; :func:`pretrain_decoder` runs all steps, and the LightningModule
 """
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable, ContextManager, Optional, Sequence
 
 import torch
@@ -20,7 +22,10 @@ from arc.field.decoder import Decoder
 from arc.field.errors import FieldInputError
 from arc.field.fitting import adam, cuda_tf32
 from arc.field.group import FieldGroup
+from arc.files import atomic_write
 from arc.seeding import item_seed
+
+log = logging.getLogger(__name__)
 
 
 def new_decoder(field: FieldConfig, channels: int, seed: int) -> Decoder:
@@ -86,6 +91,24 @@ class JointTraining(nn.Module):
         return self.group.clouds(self.latents)
 
 
+def save_progress(path: Path, step: int, training: JointTraining, optimiser: torch.optim.Optimizer) -> None:
+    """Write the state after ``step`` steps (decoder, latents, Adam) atomically to ``path``."""
+    state = {"step": step, "training": training.state_dict(), "optimiser": optimiser.state_dict()}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_progress(path: Path, training: JointTraining, optimiser: torch.optim.Optimizer) -> int:
+    """Restore a state written by :func:`save_progress`; returns the number of steps it had done (0: none usable)."""
+    try:
+        state = torch.load(path, map_location=training.group.device, weights_only=True)
+        training.load_state_dict(state["training"])
+        optimiser.load_state_dict(state["optimiser"])
+        return int(state["step"])
+    except Exception as err:  # a truncated or foreign file (the unpickler raises many kinds): start over
+        log.warning("pretraining progress %s is unusable (%s): starting over", path, err)
+        return 0
+
+
 def pretrain_decoder(
     images: Sequence[Tensor],
     field: FieldConfig,
@@ -95,17 +118,28 @@ def pretrain_decoder(
     device: torch.device | str | None = None,
     progress: Optional[Callable[[int, float], None]] = None,
     pixel_budget: int = FitConfig.pixel_budget,
+    checkpoint: Optional[Path] = None,
+    checkpoint_every: int = 50,
 ) -> tuple[Decoder, Tensor]:
     """Train a shared decoder jointly with the latents of ``images`` [C, H, W] in [0, 1] for ``pretrain.steps`` steps.
 
-    ``progress(step, loss)`` after each step. Returns (decoder on CPU, eval mode, [B] PSNR of the jointly
-    fitted images).
+    ``progress(step, loss)`` after each step. With ``checkpoint``, the state is saved there every
+    ``checkpoint_every`` steps and a run resumes from it: a step depends only on (seed, step) and the
+    state, so a resumed run gives the same decoder bits as an uninterrupted one; the file is removed at
+    the end. Returns (decoder on CPU, eval mode, [B] PSNR of the jointly fitted images).
     """
     training = JointTraining(images, field, pretrain, split, indices, pixel_budget, device)
     optimiser = training.optimiser()
-    for step in range(pretrain.steps):
+    start = load_progress(checkpoint, training, optimiser) if checkpoint is not None and checkpoint.exists() else 0
+    if start:
+        log.info("pretraining resumes at step %d of %d from %s", start, pretrain.steps, checkpoint)
+    for step in range(start, pretrain.steps):
         loss = training.train_step(step, optimiser)
         if progress is not None:
             progress(step + 1, float(loss))
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < pretrain.steps:
+            save_progress(checkpoint, step + 1, training, optimiser)
     psnr = training.psnr()
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return training.decoder.eval().cpu(), psnr
