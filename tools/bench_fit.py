@@ -4,6 +4,8 @@
     python tools/bench_fit.py --source npz:PATH --images 512 --prepare-only --json  # CPU preparation alone
     python tools/bench_fit.py --source npz:PATH --images 512 --steps 500 --pretrain 100 \
         --device cpu --json [--decoder CKPT] [--reference-loop] [--pixel-budget B] [--precision 32|tf32|bf16|16]
+    python tools/bench_fit.py --source digits --option size=28 --inr siren --hidden 32 --layers 2 \
+        --images 64 --steps 500 --reference-loop --reference-images 64 --json   # per-sample INRs (arc.baselines)
 
 Prints one JSON line. FLOPs are counted analytically for the decoder matmuls only.
 With F = n(z+2) inputs, width W = F and C outputs, a supervised pixel costs
@@ -26,6 +28,14 @@ device fits, so it bounds the end-to-end rate when it is lower than the device's
 (batch of one, neighbours precomputed and not timed, nothing saved, intra-op threads as set) and
 reports its rate, the speedup of the batched run (end to end) and the PSNR difference (batched mean
 minus loop mean, and the largest per-image difference) on those images.
+
+``--inr siren|relu|fourier`` times the per-sample INR engine (:func:`arc.baselines.fit_inrs`, widths
+[in, hidden x layers, C]) instead, with the same JSON fields; its FLOPs are the MLP's matmuls at nominal
+size (the SIREN's separable first layer does fewer): per supervised pixel 2·Σ out·in forward, 2·Σ out·in
+for the weight gradients and 2·Σ_(l>0) out·in for the input gradients, plus one full decode per image.
+There ``--reference-loop`` runs the plain batched-autograd loop (:mod:`arc.baselines.reference`: one
+batch of all ``--reference-images`` images, ``torch.optim.Adam``, default threads) on the same images,
+same init and schedule.
 """
 from __future__ import annotations
 
@@ -70,6 +80,67 @@ def gflop_per_image(height: int, width: int, field: FieldConfig, channels: int, 
     per_step_pixel = 2 * f * w + 4 * w * channels + 2 * w * n * z
     per_decode_pixel = 2 * f * w + 2 * w * channels
     return (supervised_pixels(pixels, fit) * per_step_pixel + pixels * per_decode_pixel) / 1e9
+
+
+def inr_gflop_per_image(height: int, width: int, inr, channels: int, steps: int, pixel_fraction: float) -> float:
+    """Matmul FLOPs (forward, weight and input gradients, final decode) of fitting one image's INR, in GFLOP."""
+    layers = [o * i for o, i in inr.shapes(channels)]
+    pixels = height * width
+    fit = FitConfig(steps=steps, pixel_fraction=pixel_fraction)
+    per_step_pixel = 2 * sum(layers) + 2 * sum(layers) + 2 * sum(layers[1:])
+    return (supervised_pixels(pixels, fit) * per_step_pixel + pixels * 2 * sum(layers)) / 1e9
+
+
+def bench_inr(args, images: list, log) -> dict:
+    """Time :func:`arc.baselines.fit_inrs` (and with ``--reference-loop`` the plain autograd loop) on ``images``."""
+    from arc.baselines import INRConfig, INRFitConfig, fit_inrs, init_stack
+    from arc.baselines.reference import autograd_fit
+    from arc.seeding import derive_generator, item_generator
+
+    device = torch.device(args.device)
+    inr = INRConfig(kind=args.inr, hidden=(args.hidden,) * args.layers)
+    fit = INRFitConfig(steps=args.steps, lr=args.lr, pixel_fraction=args.pixel_fraction, init=args.init,
+                       pixel_budget=args.pixel_budget if args.pixel_budget != FitConfig.pixel_budget else INRFitConfig.pixel_budget)
+    count, channels, (height, width) = len(images), int(images[0].shape[0]), tuple(images[0].shape[1:])
+    load_start = [round(v, 2) for v in os.getloadavg()]
+    peak = matmul_peak(device, torch.float32, args.peak_size)
+    start = time.perf_counter()
+    psnr = fit_inrs(images, inr, fit, "train", list(range(count)), device=device).psnr
+    _sync(device)
+    fit_s = time.perf_counter() - start
+    log(f"engine: {count / fit_s:.2f} images/s, {float(psnr.mean()):.2f} dB")
+    flop = count * inr_gflop_per_image(height, width, inr, channels, fit.steps, fit.pixel_fraction)
+    result = {
+        "source": args.source, "device": str(device), "threads": torch.get_num_threads(), "load_average_start": load_start,
+        "inr": args.inr, "widths": [inr.input_dim, *inr.hidden, channels], "params_per_image": inr.param_count(channels),
+        "init": fit.init, "lr": fit.lr, "pixel_fraction": fit.pixel_fraction, "pixel_budget": fit.pixel_budget,
+        "images": count, "image_size": list(images[0].shape), "steps": fit.steps,
+        "fit_s": round(fit_s, 3), "images_per_s": round(count / fit_s, 3), "psnr_mean": round(float(psnr.mean()), 3),
+        "gflop_per_image": round(flop / count, 4), "achieved_gflops": round(flop / fit_s, 2),
+        "matmul_peak_gflops": round(peak, 2), "peak_fraction": round(flop / fit_s / peak, 4),
+    }
+    if args.reference_loop:
+        ref = min(args.reference_images, count)
+        batch = torch.stack(images[:ref]).to(device)
+        generators = [item_generator(fit.seed, "train", i) for i in range(ref)]
+        stack = init_stack(inr, channels, generators if fit.init == "random" else [derive_generator(fit.seed, "inr-init")] * 1)
+        if fit.init != "random":
+            stack = stack.select(torch.zeros(ref, dtype=torch.long))
+        order = torch.stack([torch.randperm(height * width, generator=g) for g in generators]) if fit.pixel_fraction < 1 else None
+        stack = type(stack)([w.to(device) for w in stack.weights], [b.to(device) for b in stack.biases])
+        start = time.perf_counter()
+        ref_psnr = autograd_fit(inr, stack, batch, fit, None if order is None else order.to(device)).cpu()
+        _sync(device)
+        ref_s = time.perf_counter() - start
+        log(f"plain autograd loop: {ref / ref_s:.2f} images/s, {float(ref_psnr.mean()):.2f} dB")
+        result.update(
+            reference="plain batched autograd", reference_images=ref, reference_images_per_s=round(ref / ref_s, 3),
+            reference_psnr_mean=round(float(ref_psnr.mean()), 3), speedup=round((count / fit_s) / (ref / ref_s), 2),
+            psnr_diff=round(float(psnr[:ref].mean() - ref_psnr.mean()), 5),
+            psnr_max_abs_diff=round(float((psnr[:ref] - ref_psnr).abs().max()), 5),
+        )
+    result["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return result
 
 
 def write_strokes_npz(path: str, count: int = 2200, seed: int = 0) -> None:
@@ -156,6 +227,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prepare-only", action="store_true",
                         help="time only the CPU preparation (best of 3) and print prepare_images_per_s")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--inr", choices=["siren", "relu", "fourier"], help="time the per-sample INR engine instead")
+    parser.add_argument("--hidden", type=int, default=32, help="--inr: hidden width")
+    parser.add_argument("--layers", type=int, default=2, help="--inr: hidden layers")
+    parser.add_argument("--lr", type=float, default=1e-3, help="--inr: Adam learning rate")
+    parser.add_argument("--pixel-fraction", type=float, default=1.0, help="--inr: pixels supervised per step")
+    parser.add_argument("--init", default="random", choices=["shared", "random", "transfer"], help="--inr: initialisation")
     args = parser.parse_args(argv)
     if args.make_strokes:
         write_strokes_npz(args.make_strokes)
@@ -178,6 +255,10 @@ def main(argv: list[str] | None = None) -> dict:
     field = FieldConfig(latents_per_pixel=args.latents_per_pixel)
     fit = FitConfig(steps=args.steps, pixel_budget=args.pixel_budget, precision=args.precision)
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+    if args.inr:
+        result = bench_inr(args, images, log)
+        print(json.dumps(result))
+        return result
     if args.prepare_only:
         best = min(time_preparation(images, indices, field, fit) for _ in range(3))
         result = {"source": args.source, "threads": torch.get_num_threads(), "images": count,
