@@ -77,6 +77,16 @@ def test_another_seed_gives_another_model_from_the_same_store(first_run):
     assert any(not torch.equal(weights[k], first[0][k]) for k in weights)
 
 
+@pytest.mark.slow
+def test_a_killed_training_resumed_from_its_last_checkpoint_gives_the_same_model(first_run):
+    """A run stopped after epoch 1 (as a kill at the epoch boundary leaves it), resumed with --ckpt_path
+    last.ckpt, ends with the uninterrupted run's tested weights and metrics."""
+    workdir, first = first_run
+    train(workdir, "stopped", "--trainer.max_epochs", "1")
+    (last,) = (workdir / "stopped").glob("repro/version_*/checkpoints/last.ckpt")
+    assert_same_run(first, train(workdir, "resumed", "--ckpt_path", str(last)))
+
+
 def test_derived_seeds_are_stable_and_separate_purposes():
     assert derive_seed(0, "augment", 3, 1, 0) == derive_seed(0, "augment", 3, 1, 0)
     assert len({derive_seed(0, "augment", 0, 0, 0), derive_seed(0, "model", 0, 0, 0), derive_seed(1, "augment", 0, 0, 0),
