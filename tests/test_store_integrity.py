@@ -156,3 +156,27 @@ def test_a_store_written_before_checksums_opens_and_verify_repair_records_them(t
 def test_verify_of_a_folder_that_is_no_store_exits_2(tmp_path, capsys):
     assert store_main(["verify", str(tmp_path)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_line_keeps_the_finished_shards_and_the_next_run_resumes(tmp_path, monkeypatch):
+    import errno
+
+    from arc.store import layout
+
+    whole = _lat(_anchor(tmp_path / "whole"))
+    real, written = layout.save_file, []
+
+    def fill_the_disk_after_two_shards(tensors, path, metadata=None):
+        if len(written) == 2:
+            Path(path).write_bytes(b"partial")  # what a full disk leaves in the temporary file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(layout, "save_file", fill_the_disk_after_two_shards)
+    with pytest.raises(StoreError, match="No space left on device; free space"):
+        _anchor(tmp_path / "full")
+    (store_dir,) = (tmp_path / "full" / "stores").iterdir()
+    assert len(list(store_dir.glob("*/shard-*.safetensors"))) == 2 and not list(store_dir.rglob("*.tmp"))
+    monkeypatch.setattr(layout, "save_file", real)
+    assert torch.equal(_lat(_anchor(tmp_path / "full")), whole)

@@ -180,7 +180,11 @@ def write_shard_file(
         "skipped_indices": json.dumps(skipped),
         "checksum": tensor_checksum(tensors),
     }
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    try:
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    except OSError as err:  # a full disk, a lost mount: the finished shards stay, the next run resumes
+        raise StoreError(f"cannot write {path}: {err.strerror or err}; free space (or move data.root / ARC_DATA) "
+                         "and run again: finished shards are kept and only the rest is fitted") from err
 
 
 def shard_tensors(clouds: CloudBatch, psnr: Tensor) -> dict[str, Tensor]:
