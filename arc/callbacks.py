@@ -26,10 +26,11 @@ __all__ = ["PredictionWriter", "WandbMedia"]
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Write ``predict_step`` outputs to a CSV: index, label, pred, top1_class, top1_prob, ... topk_prob.
+    """Write ``predict_step`` outputs to a CSV: index, label, pred, top1_class, top1_prob, ... topk_prob, error.
 
-    Classes are written by name when the module has class names. With several
-    ranks, each writes ``<stem>-rank<r>.csv``.
+    Classes are written by name when the module has class names. The images of the predicted split
+    that anchoring skipped (unreadable, too small, ...) get a row with only ``index`` and ``error``
+    (rank 0), so every input has a row. With several ranks, each writes ``<stem>-rank<r>.csv``.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -52,7 +53,8 @@ class PredictionWriter(BasePredictionWriter):
         header = ["index", "label", "pred"]
         for i in range(1, k + 1):
             header += [f"top{i}_class", f"top{i}_prob"]
-        self._writer.writerow(header)
+        self._columns = len(header)
+        self._writer.writerow([*header, "error"])
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         names = pl_module.names() if hasattr(pl_module, "names") else None
@@ -64,9 +66,15 @@ class PredictionWriter(BasePredictionWriter):
             row: list[Any] = [index[i], label[i], classes[i][0]]
             for c, p in zip(classes[i], probs[i]):
                 row += [names[c] if names else c, f"{p:.6f}"]
-            self._writer.writerow(row)
+            self._writer.writerow([*row, ""])
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        store = getattr(datamodule, "cloud_store", None)
+        if self._writer is not None and store is not None and trainer.global_rank == 0:
+            for index in store.skipped.get(getattr(datamodule, "predict_split", ""), []):
+                reason = "skipped at anchoring (unreadable or unusable image; the anchoring log says why)"
+                self._writer.writerow([index, *[""] * (self._columns - 1), reason])
         if self._file is not None:
             self._file.close()
             self._file = self._writer = None

@@ -208,3 +208,23 @@ def test_config_mistakes_name_the_key(workdir, capsys, override, message):
         main(["fit", "--config", "tiny.yaml", *override])
     err = capsys.readouterr().err
     assert done.value.code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_predict_writes_a_row_for_every_image_of_the_split_with_the_reason_for_a_skip(workdir):
+    from PIL import Image
+
+    for split, count in (("train", 6), ("val", 2), ("test", 2)):
+        for name in "ab":
+            (workdir / "tree" / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("L", (12, 12), 30 * i + (0 if name == "a" else 120)).save(workdir / "tree" / split / name / f"{i}.png")
+    (workdir / "tree/test/a/broken.png").write_bytes(b"\x89PNG not really")
+    data = ["--data.source", "imagefolder:tree", "--data.source_options", "{}", "--trainer.max_epochs", "1"]
+    main(["fit", "--config", "tiny.yaml", *data, "--test_after_fit", "false"])
+    best = next((workdir / "runs/tiny").glob("version_0/checkpoints/best.ckpt"))
+    main(["predict", "--config", "tiny.yaml", *data, "--ckpt_path", str(best)])
+    rows = list(csv.DictReader(open(workdir / "runs/tiny/version_1/predictions.csv")))
+    assert len(rows) == 5
+    (broken,) = [r for r in rows if r["error"]]
+    assert broken["pred"] == "" and "skipped at anchoring" in broken["error"]
+    assert all(r["pred"] and r["top1_prob"] for r in rows if not r["error"])
