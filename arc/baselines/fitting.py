@@ -188,7 +188,7 @@ def fit_inrs(
     if fit.init == "transfer":
         chains = min(fit.chains, n)
         bounds = [n * k // chains for k in range(chains + 1)]
-        for r in range(bounds[-1] - bounds[-2] if chains else 0):
+        for r in range(math.ceil(n / chains)):  # the longest run
             rows = [bounds[k] + r for k in range(chains) if bounds[k] + r < bounds[k + 1]]
             if r == 0:
                 begin = start.select(torch.zeros(len(rows), dtype=torch.long))

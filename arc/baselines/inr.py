@@ -193,7 +193,7 @@ def forward(config: INRConfig, stack: WeightStack, inputs: Tensor | Grid, keep: 
     """Outputs [B, M, C] of the B INRs at ``inputs`` [B, M, in], [M, in] (shared) or a :class:`Grid`.
 
     With ``keep``, also what the backward needs, per hidden layer (its input, its derivative source):
-    the pre-activation ω(Wh + b) (siren), cos of it (siren on a grid, first layer) or the output (relu).
+    cos of the pre-activation ω(Wh + b) (siren) or the output (relu).
     """
     b = len(stack)
     saved: list = []
@@ -201,7 +201,7 @@ def forward(config: INRConfig, stack: WeightStack, inputs: Tensor | Grid, keep: 
     if isinstance(inputs, Grid):
         if config.kind == "siren":
             h, cos = _sine_on_grid(config.omega0, stack.weights[0], stack.biases[0], inputs, keep)
-            saved.append((inputs, "cos", cos))
+            saved.append((inputs, "grid", cos))
             first = 1
         else:
             inputs = encode(config, inputs.coordinates(stack.weights[0].device))
@@ -210,10 +210,15 @@ def forward(config: INRConfig, stack: WeightStack, inputs: Tensor | Grid, keep: 
     for layer, omega in list(enumerate(config.scales()))[first:]:
         w, bias = stack.weights[layer], stack.biases[layer]
         pre = torch.bmm(h, (w * omega).transpose(1, 2)).add_((bias * omega).unsqueeze(1))  # ω(Wh + b)
-        h_in = h
-        h = pre.sin() if config.kind == "siren" else pre.relu_()
-        if keep:
-            saved.append((h_in, "pre", pre) if config.kind == "siren" else (h_in, "relu", h))
+        if config.kind != "siren":
+            if keep:
+                saved.append((h, "relu", pre))
+            h = pre.relu_()
+        elif keep:
+            saved.append((h, "cos", pre.cos()))
+            h = pre.sin_()
+        else:
+            h = pre.sin_()
     out = torch.baddbmm(stack.biases[-1].unsqueeze(1), h, stack.weights[-1].transpose(1, 2))
     if keep:
         saved.append(h)
@@ -235,8 +240,8 @@ def forward_backward(config: INRConfig, stack: WeightStack, inputs: Tensor | Gri
         if what == "relu":
             dz = torch.ops.aten.threshold_backward(dh, kept, 0.0)
         else:  # d loss / d pre-activation, / ω
-            dz = dh.mul_(kept if what == "cos" else kept.cos_())
-        if what == "cos":  # the grid's first layer: Σ_p dz_p (x_p, y_p, 1) from row and column sums
+            dz = dh.mul_(kept)
+        if what == "grid":  # the grid's first layer: Σ_p dz_p (x_p, y_p, 1) from row and column sums
             _grid_first_layer_grad(dz, h_in, omega, grad.weights[layer], grad.biases[layer])
         else:
             torch.bmm(dz.transpose(1, 2), h_in, out=grad.weights[layer]).mul_(omega)
