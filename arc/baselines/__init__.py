@@ -7,10 +7,11 @@
 - :mod:`arc.baselines.weight_store` — fitted weight vectors in sharded safetensors files.
 """
 from arc.baselines.fitting import INITS, INRFitConfig, INRFitResult, fit_inrs, fit_stack
-from arc.baselines.inr import KINDS, INRConfig, INRError, WeightStack, encode, init_stack, pixel_coordinates
+from arc.baselines.inr import KINDS, Grid, INRConfig, INRError, WeightStack, encode, init_stack, pixel_coordinates
 
 __all__ = [
     "INITS",
+    "Grid",
     "INRConfig",
     "INRError",
     "INRFitConfig",

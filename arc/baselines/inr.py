@@ -13,7 +13,7 @@ an MLP with widths ``[2, *hidden, C]``:
 
 Weights of sample i are one flat vector [P] (per layer W row-major [out, in], then b [out]);
 in memory a batch keeps one tensor per layer, [B, out, in] and [B, out], so the matmuls are
-``baddbmm`` over the batch. :func:`forward_backward` is the hand-written gradient of the loss
+batched (``bmm``); on a full pixel grid a SIREN's first layer is separable (:class:`Grid`). :func:`forward_backward` is the hand-written gradient of the loss
 Σ_i mean_(pixels, channels) (y_i - t_i)², exact per sample (sample i's gradient depends only on
 its own weights and pixels); :mod:`arc.baselines.reference` checks it against autograd.
 """
