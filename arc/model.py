@@ -45,9 +45,12 @@ def backbone_spec(factory: BackboneFactory | None) -> dict[str, Any] | None:
         return factory
     args: dict[str, Any] = {}
     if isinstance(factory, functools.partial):
-        if factory.args:
+        # jsonargparse's class_path factories are partial(instantiator, ..., cls, **init_args): the class is the
+        # last positional argument; a user's partial has the class as its function and keywords only
+        classes = [a for a in factory.args if isinstance(a, type)]
+        if factory.args and len(classes) != 1:
             raise ClassifierConfigError("backbone: give a partial with keyword arguments only (in_channels is latent_dim)")
-        factory, args = factory.func, dict(factory.keywords)
+        factory, args = (classes[0] if classes else factory.func), dict(factory.keywords)
     if not isinstance(factory, type):
         raise ClassifierConfigError(f"backbone: expected a class or a functools.partial of one, got {factory!r}")
     return {"class_path": f"{factory.__module__}.{factory.__qualname__}", "init_args": args}

@@ -60,6 +60,11 @@ def test_fit_then_test_then_predict(workdir, monkeypatch):
     assert (workdir / "runs/tiny/version_0/config.yaml").exists()
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)
     assert "model.normaliser.mean" in checkpoint["state_dict"]
+    from arc.classifier import ARCClassifier
+
+    restored = ARCClassifier.load_from_checkpoint(best).eval()  # a CLI-made checkpoint loads in plain Python
+    batch = next(iter(cli.datamodule.test_dataloader()))
+    assert torch.equal(restored(batch), cli.model.eval()(batch))
     assert cli.datamodule.train_dataloader().pin_memory is False  # pinned only for a CUDA trainer
 
     main(["predict", "--config", "tiny.yaml", "--ckpt_path", str(best)])
