@@ -155,7 +155,7 @@ class ARCClassifier(pl.LightningModule):
             self.class_names = [str(n) for n in names]
 
     def on_fit_start(self) -> None:
-        self.normalise(torch.zeros(0, self.latent_dim))  # without the statistics it needs: the explanatory error
+        self.normalise(torch.zeros(0, self.latent_dim, device=self.device))  # no statistics: the explanatory error
         self.check_decoder()
 
     # ------------------------------------------------------------ decoder of the clouds

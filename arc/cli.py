@@ -62,6 +62,9 @@ class ARCCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         torch.backends.cuda.matmul.allow_tf32 = bool(config.get("tf32", False))
+        if config.trainer.get("logger") is False and config.trainer.get("callbacks"):  # nothing to monitor into
+            config.trainer.callbacks = [c for c in config.trainer.callbacks
+                                        if not str(c.get("class_path", "")).endswith(".LearningRateMonitor")]
         if self.subcommand is not None:
             inherited = os.environ.get(RUN_DIR_ENV)
             self.run_dir = Path(inherited) if inherited else next_run_dir(Path(config.trainer.default_root_dir))

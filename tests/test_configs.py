@@ -42,6 +42,7 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
         assert cli.model.hparams.num_classes == 10
         assert cli.model.hparams.latent_dim == cli.datamodule.field.latent_dim
         assert any(getattr(c, "monitor", None) == "val/acc" for c in cli.trainer.callbacks)
+        assert not any(type(c).__name__ == "LearningRateMonitor" for c in cli.trainer.callbacks)  # logger false
     assert cli.datamodule.decoder_path.parent == Path("unused/decoders")
 
 
