@@ -34,6 +34,7 @@ from arc.baselines.inr import INRConfig
 from arc.data.images import ImageReadError
 from arc.files import atomic_write, short_hash, write_json
 from arc.store import StoreError, source_slug
+from arc.store.layout import read_manifest
 
 FORMAT_VERSION = 1
 STORE_FORMAT = "arc-weight-store"
@@ -96,17 +97,7 @@ class WeightStore:
     def open(cls, path: str | os.PathLike) -> "WeightStore":
         """Open an existing weight store for reading or resume."""
         path = Path(path)
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError as err:
-            raise StoreError(f"{path}: no {MANIFEST}; not a weight store (fit one first)") from err
-        except (OSError, ValueError) as err:
-            raise StoreError(f"{path / MANIFEST}: unreadable manifest ({err}); delete the store and refit") from err
-        if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
-            raise StoreError(f"{path / MANIFEST}: not an arc weight store manifest")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise StoreError(f"{path / MANIFEST}: weight store version {manifest.get('format_version')}, this code reads {FORMAT_VERSION}")
-        return cls(path, manifest)
+        return cls(path, read_manifest(path, STORE_FORMAT, FORMAT_VERSION, "weight store", "fit one first"))
 
     @property
     def key(self) -> str:

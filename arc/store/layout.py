@@ -87,20 +87,22 @@ def differing_settings(settings: Mapping[str, Any], manifest: Mapping[str, Any])
     )
 
 
-def read_manifest(directory: Path) -> dict:
-    """The manifest of the store ``directory``, checked for format and version."""
+def read_manifest(directory: Path, store_format: str = STORE_FORMAT, version: int = FORMAT_VERSION,
+                  kind: str = "cloud store", create: str = "run anchoring to create it") -> dict:
+    """The manifest of the store ``directory``, checked for format and version (``kind`` and ``create``
+    name the store and how to make one in the messages; the weight store of the baselines shares this)."""
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
     except FileNotFoundError as err:
-        raise StoreError(f"{directory}: no {MANIFEST}; not a cloud store (run anchoring to create it)") from err
+        raise StoreError(f"{directory}: no {MANIFEST}; not a {kind} ({create})") from err
     except (OSError, ValueError) as err:
         raise StoreError(f"{directory / MANIFEST}: unreadable manifest ({err}); delete the store and refit") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
-        raise StoreError(f"{directory / MANIFEST}: not an arc cloud store manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != store_format:
+        raise StoreError(f"{directory / MANIFEST}: not an arc {kind} manifest")
+    if manifest.get("format_version") != version:
         raise StoreError(
-            f"{directory / MANIFEST}: store format version {manifest.get('format_version')}, this code reads "
-            f"{FORMAT_VERSION}; refit into a new store"
+            f"{directory / MANIFEST}: {kind} format version {manifest.get('format_version')}, this code reads "
+            f"{version}; refit into a new store"
         )
     return manifest
 
