@@ -68,6 +68,7 @@ def atomic_write(path: Path, write: Callable[[str], None], overwrite: bool = Tru
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep stores and bundles from the rest of a team
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDWR)

@@ -297,3 +297,12 @@ def test_items_do_not_alias_the_shard_cache(tmp_path):
     dataset[0].pos.add_(100.0)  # an in-place augmentation on a CPU batch
     collate_clouds([dataset[0]]).lat.zero_()
     _assert_same(dataset[0], written[0].cloud(0))
+
+
+def test_atomic_writes_are_readable_by_others(tmp_path):
+    from pathlib import Path
+
+    from arc.files import atomic_write
+
+    atomic_write(tmp_path / "f.txt", lambda tmp: Path(tmp).write_text("x"))
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
