@@ -1,0 +1,181 @@
+"""Fitted INR weights as a classification dataset: ARC's image splits -> weight store -> standardised vectors.
+
+:class:`WeightDataModule` opens the image source exactly as :class:`arc.data.module.ImageDataModule`
+does (``source``, ``root``, ``source_options``, ``canvas``, ``val_fraction``, ``seed``), so its
+train / val / test are ARC's; it fits (or reuses) the weight store of :mod:`arc.baselines.weight_store`
+for every split a stage reads plus train, and serves (weight vector [P], label) pairs standardised
+per dimension with the train split's mean and std (:func:`weight_statistics`), as ARC standardises
+latents with train-only statistics. ``latent_dim`` is P, the width of a sample's representation
+(the CLI links it into the classifier's input width, as for ARC's latents).
+
+The numeric parts (:func:`weight_statistics`, :func:`standardise`) take tensors and know no Lightning,
+so the XGBoost baseline reads the same arrays through :meth:`WeightDataModule.arrays`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from arc.baselines.fitting import INRFitConfig
+from arc.baselines.inr import INRConfig
+from arc.baselines.weight_store import WeightStore, default_weight_store_dir, fit_weight_store, weight_store_key
+from arc.data.module import EpochShuffle, with_data_seed
+from arc.data.sources import SPLITS, ImageSource, open_source
+from arc.runs import ensure_writable
+from arc.seeding import run_seed
+from arc.settings import as_settings
+
+log = logging.getLogger(__name__)
+
+MIN_STD = 1e-6
+"""Floor of a dimension's train std (a weight every fit leaves unchanged would otherwise divide by 0)."""
+
+
+def weight_statistics(train: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-dimension mean [P] and std [P] (float64; floored at :data:`MIN_STD`) of the train vectors [N, P]."""
+    if train.ndim != 2 or len(train) < 2:
+        raise ValueError(f"train weights must be [N >= 2, P], got {tuple(train.shape)}")
+    train = train.double()  # near-constant dimensions (a shared init, few steps) need the precision
+    return train.mean(0), train.std(0).clamp_min(MIN_STD)
+
+
+def standardise(weights: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """(weights - mean) / std, [N, P] float32."""
+    return ((weights.double() - mean) / std).float()
+
+
+class WeightDataModule(L.LightningDataModule):
+    """Standardised fitted-INR weight vectors of ARC's splits, with labels.
+
+    Args:
+        source, root, download, source_options, canvas, val_fraction, seed: as
+            :class:`arc.data.module.ImageDataModule` (the same splits; ``seed`` also seeds the fits).
+        inr: the INR architecture (:class:`arc.baselines.inr.INRConfig`; a mapping of its keys).
+        fit: the fitting settings (:class:`arc.baselines.fitting.INRFitConfig`; a mapping of its keys).
+        store: an explicit weight store directory; default ``root/weights/<source>-<key>``.
+        shard_size: images per store shard.
+        batch_size, num_workers: the loaders'.
+        fit_device: device for fitting ("auto": the trainer's device, else CPU).
+    """
+
+    def __init__(
+        self,
+        source: str = "digits",
+        root: str = "data",
+        download: bool = False,
+        source_options: Optional[dict[str, Any]] = None,
+        canvas: Optional[dict[str, Any]] = None,
+        val_fraction: float = 0.1,
+        inr: INRConfig = INRConfig(),
+        fit: INRFitConfig = INRFitConfig(),
+        store: Optional[str] = None,
+        shard_size: int = 1024,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        fit_device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or num_workers < 0 or shard_size < 1:
+            raise ValueError("data.batch_size and data.shard_size must be >= 1 and data.num_workers >= 0")
+        self.source_spec, self.root, self.download = source, Path(root), download
+        self.source_options, self.canvas, self.val_fraction = dict(source_options or {}), canvas, val_fraction
+        self.inr = as_settings(INRConfig, inr, "data.inr")
+        self.fit = with_data_seed(as_settings(INRFitConfig, fit, "data.fit"), seed, "data.fit")
+        self.store_path, self.shard_size = store, shard_size
+        self.batch_size, self.num_workers, self.fit_device, self.seed = batch_size, num_workers, fit_device, seed
+        self._source: Optional[ImageSource] = None
+        self.weight_store: Optional[WeightStore] = None
+        self.weight_stats: Optional[tuple[Tensor, Tensor]] = None
+        self._served: dict[str, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def source(self) -> ImageSource:
+        if self._source is None:
+            self._source = open_source(
+                self.source_spec, root=str(self.root), download=self.download, val_fraction=self.val_fraction,
+                seed=self.seed, canvas=self.canvas, **self.source_options,
+            )
+        return self._source
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.source.class_names)
+
+    @property
+    def latent_dim(self) -> int:
+        """P, the length of one flat weight vector (the classifier's input width)."""
+        return self.inr.param_count(self.source.channels)
+
+    @property
+    def weight_store_dir(self) -> Path:
+        if self.store_path:
+            return Path(self.store_path)
+        key = weight_store_key(self.source.identity, self.inr, self.fit, self.shard_size)
+        return default_weight_store_dir(self.root, self.source_spec, key)
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self.source  # torchvision sources download on open
+
+    def _device(self) -> torch.device:
+        if self.fit_device != "auto":
+            return torch.device(self.fit_device)
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def prepare_weights(self, splits: Sequence[str] = SPLITS) -> dict[str, tuple[Tensor, Tensor]]:
+        """Fit (or reuse) train and ``splits`` in the store, set the train statistics and return
+        split -> (standardised weights [N, P], labels [N]) for ``splits``."""
+        wanted = [s for s in splits if s not in self._served]
+        if wanted:
+            if self.weight_store is None:
+                path = self.weight_store_dir
+                if not (path / "manifest.json").exists():
+                    ensure_writable(path.parent, "data.root", "set --data.root or ARC_DATA to a writable folder")
+                self.weight_store = WeightStore.create_or_open(path, self.source.identity, self.inr, self.fit,
+                                                               self.source.channels, self.shard_size)
+            store = self.weight_store
+            for split in dict.fromkeys(["train", *wanted]):
+                if split not in store.counts:
+                    log.info("fitting %s INRs of %s split %s into %s", self.inr.kind, self.source_spec, split, store.path)
+                    fit_weight_store(store, split, self.source.split(split), self.inr, self.fit, device=self._device())
+            if self.weight_stats is None:
+                self.weight_stats = weight_statistics(store.collect("train")["weights"])
+            for split in wanted:
+                stored = store.collect(split)
+                self._served[split] = (standardise(stored["weights"], *self.weight_stats), stored["label"])
+                log.info("%s: %d weight vectors, mean fit PSNR %.2f dB", split, len(stored["label"]),
+                         float(stored["psnr"].mean()) if len(stored["psnr"]) else float("nan"))
+        return {split: self._served[split] for split in splits}
+
+    def arrays(self, split: str) -> tuple[Tensor, Tensor]:
+        """(standardised weights [N, P] float32, labels [N] int64) of ``split``."""
+        return self.prepare_weights((split,))[split]
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", SPLITS)
+        self.prepare_weights(splits)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = TensorDataset(*self.arrays(split))
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                          sampler=EpochShuffle(len(dataset), run_seed()) if shuffle else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,71 @@
+"""Classifiers on fitted INR weights: the weight DataModule (ARC's splits, train-only standardisation,
+the store reused) and the classifiers that read it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from arc.baselines.weights_data import WeightDataModule, standardise, weight_statistics
+from arc.data.sources import open_source
+
+INR = {"hidden": [4]}
+FIT = {"steps": 3, "init": "shared"}
+
+
+@pytest.fixture
+def npz(tmp_path):
+    """Two classes of 6x6 images: bright left half or bright right half, plus noise; 40 train, 10 test."""
+    rng = np.random.default_rng(0)
+    y = np.arange(50) % 2
+    x = rng.random((50, 6, 6)) * 0.3
+    x[y == 0, :, :3] += 0.7
+    x[y == 1, :, 3:] += 0.7
+    path = tmp_path / "two.npz"
+    np.savez(path, x_train=x[:40].astype(np.float32), y_train=y[:40], x_test=x[40:].astype(np.float32), y_test=y[40:])
+    return f"npz:{path}"
+
+
+def data_module(npz, tmp_path, **kwargs) -> WeightDataModule:
+    return WeightDataModule(source=npz, root=str(tmp_path / "root"), inr=INR, fit=FIT, batch_size=8, seed=3,
+                            val_fraction=0.2, **kwargs)
+
+
+def test_statistics_are_per_dimension_and_floored():
+    train = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
+    mean, std = weight_statistics(train)
+    assert mean.tolist() == [2.0, 5.0] and std[1] == pytest.approx(1e-6)
+    assert standardise(train, mean, std)[:, 0].tolist() == pytest.approx([-2 ** -0.5, 2 ** -0.5])
+    with pytest.raises(ValueError, match="N >= 2"):
+        weight_statistics(train[:1])
+
+
+def test_weight_data_serves_arc_splits_standardised_with_train_statistics(npz, tmp_path):
+    data = data_module(npz, tmp_path)
+    assert data.num_classes == 2 and data.class_names == ["0", "1"] and data.latent_dim == 4 * 2 + 4 + 4 + 1
+    data.setup("fit")
+    source = open_source(npz, val_fraction=0.2, seed=3)
+    for split in ("train", "val"):
+        x, y = data.arrays(split)
+        assert x.shape == (len(source.split(split)), data.latent_dim) and x.dtype == torch.float32
+        assert y.tolist() == source.split(split).labels.tolist()  # ARC's split, in source order
+    train = data.arrays("train")[0]
+    torch.testing.assert_close(train.mean(0), torch.zeros(data.latent_dim), atol=1e-5, rtol=0)
+    raw = data.weight_store.collect("val")["weights"]
+    torch.testing.assert_close(data.arrays("val")[0], ((raw.double() - data.weight_stats[0]) / data.weight_stats[1]).float())
+    batch = next(iter(data.train_dataloader()))
+    assert batch[0].shape == (8, data.latent_dim) and batch[1].dtype == torch.int64
+
+    again = data_module(npz, tmp_path)  # a second run reuses the store: nothing refitted
+    again.setup("test")
+    assert again.weight_store.path == data.weight_store.path and set(again.weight_store.counts) == {"train", "val", "test"}
+    torch.testing.assert_close(again.weight_stats[0], data.weight_stats[0])
+
+
+def test_the_store_is_keyed_by_the_inr_and_the_seed(npz, tmp_path):
+    base = data_module(npz, tmp_path).weight_store_dir
+    assert data_module(npz, tmp_path).weight_store_dir == base
+    other = WeightDataModule(source=npz, root=str(tmp_path / "root"), inr={"hidden": [5]}, fit=FIT, seed=3, val_fraction=0.2)
+    assert other.weight_store_dir != base
+    with pytest.raises(ValueError, match="data.seed"):
+        WeightDataModule(source=npz, fit={"seed": 7}, seed=3)
