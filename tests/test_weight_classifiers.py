@@ -69,3 +69,28 @@ def test_the_store_is_keyed_by_the_inr_and_the_seed(npz, tmp_path):
     assert other.weight_store_dir != base
     with pytest.raises(ValueError, match="data.seed"):
         WeightDataModule(source=npz, fit={"seed": 7}, seed=3)
+
+
+def test_weight_mlp_network_shapes_and_errors():
+    from arc.baselines.weight_mlp import weight_mlp
+
+    assert weight_mlp(17, 3, (8,))(torch.zeros(5, 17)).shape == (5, 3)
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        weight_mlp(17, 1)
+
+
+def test_weight_mlp_learns_the_weights_of_separable_images(npz, tmp_path):
+    import lightning.pytorch as pl
+
+    from arc.baselines.weight_mlp import WeightMLPClassifier
+
+    data = WeightDataModule(source=npz, root=str(tmp_path / "root"), inr={"hidden": [8]}, fit={"steps": 30, "init": "shared"},
+                            batch_size=8, val_fraction=0.2)
+    model = WeightMLPClassifier(data.num_classes, data.latent_dim, hidden=(32,), dropout=0.0, lr=3e-3, seed=0)
+    trainer = pl.Trainer(max_epochs=15, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=data)
+    assert trainer.callback_metrics["train/loss"] < 0.5
+    assert trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"] >= 0.8
+    same = WeightMLPClassifier(data.num_classes, data.latent_dim, hidden=(32,), seed=0)
+    assert torch.equal(same.net[0].weight, WeightMLPClassifier(2, data.latent_dim, hidden=(32,), seed=0).net[0].weight)
