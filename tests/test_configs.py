@@ -1,5 +1,6 @@
 """Every shipped config parses and instantiates (its images swapped for bundled digits: no download),
-and every pretraining config names the decoder its classifier config reads."""
+every pretraining config names the decoder its classifier config reads, and every baseline config
+(configs/baselines) builds its own model and data module."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,12 +9,15 @@ import pytest
 import torch
 import yaml
 
+from arc.baselines.weight_mlp import WeightMLPClassifier
+from arc.baselines.weights_data import WeightDataModule
 from arc.cli import build_cli
 from arc.classifier import ARCClassifier
 from arc.data.module import ARCDataModule, PretrainDataModule
 from arc.pretrain import DecoderPretraining
 
 ROOT = Path(__file__).parents[1] / "configs"
+BASELINES = {"siren_mlp": (WeightMLPClassifier, WeightDataModule)}  # configs/baselines/<name>.yaml -> classes
 FRAGMENTS = ("base", "data")  # composed by the configs below, not run on their own
 CONFIGS = sorted(c for c in ROOT.rglob("*.yaml") if c.parent.name not in FRAGMENTS)
 CLASSIFIERS = sorted(ROOT.glob("*.yaml"))
@@ -33,8 +37,15 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.backends.cuda.matmul.allow_tf32 = config.stem != "demo"  # the config must set it either way
     cli = build_cli(["--config", str(config), *OFFLINE, "--trainer.logger", "false"], run=False)
-    paper = config.parent.name != "pretrain" and config.stem != "demo"
+    paper = config.parent.name not in ("pretrain", "baselines") and config.stem != "demo"
     assert torch.backends.cuda.matmul.allow_tf32 == paper, "paper configs train with TF32 (the authors' setting), others not"
+    if config.parent.name == "baselines":
+        model, data = BASELINES[config.stem]
+        assert isinstance(cli.model, model) and isinstance(cli.datamodule, data)
+        assert cli.model.hparams.num_classes == 10 and cli.model.hparams.latent_dim == cli.datamodule.latent_dim
+        assert any(getattr(c, "monitor", None) == "val/acc" for c in cli.trainer.callbacks)
+        assert cli.datamodule.weight_store_dir.parent == Path("unused/weights")
+        return
     if config.parent.name == "pretrain":
         assert isinstance(cli.model, DecoderPretraining) and isinstance(cli.datamodule, PretrainDataModule)
     else:
@@ -47,7 +58,7 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
 
 
 def test_paper_configs_keep_the_paper_settings():
-    cli = build_cli(["--config", str(CONFIGS[0].parent / "cifar10.yaml"), *OFFLINE, "--trainer.logger", "false"],
+    cli = build_cli(["--config", str(ROOT / "cifar10.yaml"), *OFFLINE, "--trainer.logger", "false"],
                     run=False)
     data, model = cli.datamodule, cli.model
     assert (data.field.latent_dim, data.field.neighbours, data.field.latents_per_pixel) == (32, 4, 0.05)
