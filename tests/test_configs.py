@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from arc.baselines.boosting import BoostedTreesClassifier
 from arc.baselines.weight_mlp import WeightMLPClassifier
 from arc.baselines.weights_data import WeightDataModule
 from arc.cli import build_cli
@@ -17,7 +18,10 @@ from arc.data.module import ARCDataModule, PretrainDataModule
 from arc.pretrain import DecoderPretraining
 
 ROOT = Path(__file__).parents[1] / "configs"
-BASELINES = {"siren_mlp": (WeightMLPClassifier, WeightDataModule)}  # configs/baselines/<name>.yaml -> classes
+BASELINES = {  # configs/baselines/<name>.yaml -> (model, data module, optional package it needs)
+    "siren_mlp": (WeightMLPClassifier, WeightDataModule, None),
+    "siren_xgboost": (BoostedTreesClassifier, WeightDataModule, "xgboost"),
+}
 FRAGMENTS = ("base", "data")  # composed by the configs below, not run on their own
 CONFIGS = sorted(c for c in ROOT.rglob("*.yaml") if c.parent.name not in FRAGMENTS)
 CLASSIFIERS = sorted(ROOT.glob("*.yaml"))
@@ -35,12 +39,14 @@ def restore_tf32():
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(c.parents[1])) for c in CONFIGS])
 def test_config_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    if config.parent.name == "baselines" and BASELINES[config.stem][2]:
+        pytest.importorskip(BASELINES[config.stem][2])
     torch.backends.cuda.matmul.allow_tf32 = config.stem != "demo"  # the config must set it either way
     cli = build_cli(["--config", str(config), *OFFLINE, "--trainer.logger", "false"], run=False)
     paper = config.parent.name not in ("pretrain", "baselines") and config.stem != "demo"
     assert torch.backends.cuda.matmul.allow_tf32 == paper, "paper configs train with TF32 (the authors' setting), others not"
     if config.parent.name == "baselines":
-        model, data = BASELINES[config.stem]
+        model, data, _ = BASELINES[config.stem]
         assert isinstance(cli.model, model) and isinstance(cli.datamodule, data)
         assert cli.model.hparams.num_classes == 10 and cli.model.hparams.latent_dim == cli.datamodule.latent_dim
         assert any(getattr(c, "monitor", None) == "val/acc" for c in cli.trainer.callbacks)

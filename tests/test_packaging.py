@@ -24,7 +24,7 @@ from arc.config_files import ComposeError, expand_compose, packaged_configs, res
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-OPTIONAL_IMPORTS = {"spconv": "spconv-cu120"}  # imported only when present (docs/architecture.md, Dependencies)
+OPTIONAL_IMPORTS = {"spconv": "spconv-cu120", "xgboost": "xgboost"}  # imported only when present (docs/architecture.md, Dependencies)
 
 
 def test_arc_help_lists_every_subcommand_on_a_line(capsys):

@@ -94,3 +94,47 @@ def test_weight_mlp_learns_the_weights_of_separable_images(npz, tmp_path):
     assert trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"] >= 0.8
     same = WeightMLPClassifier(data.num_classes, data.latent_dim, hidden=(32,), seed=0)
     assert torch.equal(same.net[0].weight, WeightMLPClassifier(2, data.latent_dim, hidden=(32,), seed=0).net[0].weight)
+
+
+def test_boosted_trees_fit_early_stopped_on_val():
+    pytest.importorskip("xgboost")
+    from arc.baselines.boosting import BoostConfig, boosted_log_probs, fit_boosted_trees
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 3
+    x = torch.randn(120, 6, generator=g) + torch.nn.functional.one_hot(y, 6).float() * 3
+    booster = fit_boosted_trees(x[:80], y[:80], x[80:100], y[80:100], 3, BoostConfig(rounds=200, early_stopping=5), seed=1)
+    assert booster.best_iteration + 1 < 200  # stopped early
+    log_probs = boosted_log_probs(booster, x[100:])
+    assert log_probs.shape == (20, 3) and torch.allclose(log_probs.exp().sum(1), torch.ones(20), atol=1e-5)
+    assert (log_probs.argmax(1) == y[100:]).float().mean() >= 0.9
+    with pytest.raises(ValueError, match="eta"):
+        BoostConfig(eta=0)
+
+
+def test_boosted_trees_under_lightning_and_from_a_checkpoint(npz, tmp_path):
+    pytest.importorskip("xgboost")
+    import lightning.pytorch as pl
+
+    from arc.baselines.boosting import BoostConfig, BoostedTreesClassifier
+
+    data = WeightDataModule(source=npz, root=str(tmp_path / "root"), inr={"hidden": [8]}, fit={"steps": 30, "init": "shared"},
+                            batch_size=8, val_fraction=0.2)
+    model = BoostedTreesClassifier(data.num_classes, data.latent_dim, boost={"rounds": 50, "early_stopping": 5}, seed=0)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(model, datamodule=data)
+    accuracy = trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"]
+    assert accuracy >= 0.8 and model.boost == BoostConfig(rounds=50, early_stopping=5)
+    loaded = BoostedTreesClassifier.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
+    assert trainer.test(loaded, datamodule=data, verbose=False)[0]["test/acc"] == accuracy
+
+
+def test_missing_xgboost_names_the_extra(monkeypatch):
+    import sys
+
+    from arc.baselines.boosting import BoostingError, require_xgboost
+
+    monkeypatch.setitem(sys.modules, "xgboost", None)
+    with pytest.raises(BoostingError, match=r"arc\[baselines\]"):
+        require_xgboost()

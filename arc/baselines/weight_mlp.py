@@ -3,7 +3,8 @@
 :func:`weight_mlp` is the network (plain ``nn.Module``, no Lightning): ``[P, *hidden, classes]``
 linear layers with ReLU, layer norm and dropout between them, reading the standardised weight
 vectors of :class:`arc.baselines.weights_data.WeightDataModule`. :class:`WeightMLPClassifier` is
-the training recipe only: cross-entropy, AdamW, the metrics and log keys of
+the training recipe only (on :class:`WeightClassifier`, the evaluation every weight-vector
+classifier shares): cross-entropy, AdamW, the metrics and log keys of
 :class:`arc.classifier.ARCClassifier` (``train/loss``, ``val/loss``, ``val/acc``, ``val/acc_macro``,
 ``test/loss``, ``test/acc``, ``test/acc_macro``).
 """
@@ -34,42 +35,17 @@ def weight_mlp(in_dim: int, num_classes: int, hidden: Sequence[int] = (512, 512)
     return nn.Sequential(*layers)
 
 
-class WeightMLPClassifier(pl.LightningModule):
-    """Train :func:`weight_mlp` on (weight vector, label) batches.
+class WeightClassifier(pl.LightningModule):
+    """The evaluation shared by the weight-vector classifiers: ``forward(weights [N, P]) -> logits [N, C]``
+    (subclasses), cross-entropy, micro and macro accuracy, logged as ``<stage>/loss``, ``<stage>/acc``,
+    ``<stage>/acc_macro`` for val and test."""
 
-    num_classes, latent_dim (P, the weight vector's length), class_names: linked from the DataModule by the CLI.
-    hidden, dropout: the network. lr, weight_decay: AdamW. seed: initialisation seed (default: the training seed).
-    """
-
-    def __init__(
-        self,
-        num_classes: int,
-        latent_dim: int,
-        hidden: Sequence[int] = (512, 512),
-        dropout: float = 0.2,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        class_names: Optional[list[str]] = None,
-        seed: Optional[int] = None,
-    ) -> None:
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(run_seed(seed), "init"))
-            self.net = weight_mlp(latent_dim, num_classes, tuple(hidden), dropout)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_macro = MulticlassAccuracy(num_classes, average="macro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_macro = MulticlassAccuracy(num_classes, average="macro")
-
-    def forward(self, weights: Tensor) -> Tensor:
-        return self.net(weights)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        weights, labels = batch
-        loss = F.cross_entropy(self(weights), labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
-        return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         weights, labels = batch
@@ -89,6 +65,40 @@ class WeightMLPClassifier(pl.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "test")
+
+
+class WeightMLPClassifier(WeightClassifier):
+    """Train :func:`weight_mlp` on (weight vector, label) batches.
+
+    num_classes, latent_dim (P, the weight vector's length), class_names: linked from the DataModule by the CLI.
+    hidden, dropout: the network. lr, weight_decay: AdamW. seed: initialisation seed (default: the training seed).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        latent_dim: int,
+        hidden: Sequence[int] = (512, 512),
+        dropout: float = 0.2,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        class_names: Optional[list[str]] = None,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__(num_classes)
+        self.save_hyperparameters()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(run_seed(seed), "init"))
+            self.net = weight_mlp(latent_dim, num_classes, tuple(hidden), dropout)
+
+    def forward(self, weights: Tensor) -> Tensor:
+        return self.net(weights)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        weights, labels = batch
+        loss = F.cross_entropy(self(weights), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
