@@ -50,7 +50,45 @@ def standardise(weights: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return ((weights.double() - mean) / std).float()
 
 
-class WeightDataModule(L.LightningDataModule):
+class SourceDataModule(L.LightningDataModule):
+    """ARC's image source and splits for a baseline: ``source``, ``root``, ``download``, ``source_options``,
+    ``canvas``, ``val_fraction`` and ``seed`` as :class:`arc.data.module.ImageDataModule` takes them (the
+    same splits); ``batch_size`` and ``num_workers`` for the loaders."""
+
+    def __init__(self, source: str = "digits", root: str = "data", download: bool = False,
+                 source_options: Optional[dict[str, Any]] = None, canvas: Optional[dict[str, Any]] = None,
+                 val_fraction: float = 0.1, batch_size: int = 256, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError("data.batch_size must be >= 1 and data.num_workers >= 0")
+        self.source_spec, self.root, self.download = source, Path(root), download
+        self.source_options, self.canvas, self.val_fraction = dict(source_options or {}), canvas, val_fraction
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self._source: Optional[ImageSource] = None
+
+    @property
+    def source(self) -> ImageSource:
+        if self._source is None:
+            self._source = open_source(
+                self.source_spec, root=str(self.root), download=self.download, val_fraction=self.val_fraction,
+                seed=self.seed, canvas=self.canvas, **self.source_options,
+            )
+        return self._source
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.source.class_names)
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self.source  # torchvision sources download on open
+
+
+class WeightDataModule(SourceDataModule):
     """Standardised fitted-INR weight vectors of ARC's splits, with labels.
 
     Args:
@@ -81,36 +119,16 @@ class WeightDataModule(L.LightningDataModule):
         fit_device: str = "auto",
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        if batch_size < 1 or num_workers < 0 or shard_size < 1:
-            raise ValueError("data.batch_size and data.shard_size must be >= 1 and data.num_workers >= 0")
-        self.source_spec, self.root, self.download = source, Path(root), download
-        self.source_options, self.canvas, self.val_fraction = dict(source_options or {}), canvas, val_fraction
+        super().__init__(source, root, download, source_options, canvas, val_fraction, batch_size, num_workers, seed)
+        if shard_size < 1:
+            raise ValueError(f"data.shard_size must be >= 1, got {shard_size}")
         self.inr = as_settings(INRConfig, inr, "data.inr")
         self.fit = with_data_seed(as_settings(INRFitConfig, fit, "data.fit"), seed, "data.fit")
         self.store_path, self.shard_size = store, shard_size
-        self.batch_size, self.num_workers, self.fit_device, self.seed = batch_size, num_workers, fit_device, seed
-        self._source: Optional[ImageSource] = None
+        self.fit_device = fit_device
         self.weight_store: Optional[WeightStore] = None
         self.weight_stats: Optional[tuple[Tensor, Tensor]] = None
         self._served: dict[str, tuple[Tensor, Tensor]] = {}
-
-    @property
-    def source(self) -> ImageSource:
-        if self._source is None:
-            self._source = open_source(
-                self.source_spec, root=str(self.root), download=self.download, val_fraction=self.val_fraction,
-                seed=self.seed, canvas=self.canvas, **self.source_options,
-            )
-        return self._source
-
-    @property
-    def num_classes(self) -> int:
-        return self.source.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.source.class_names)
 
     @property
     def latent_dim(self) -> int:
@@ -123,10 +141,6 @@ class WeightDataModule(L.LightningDataModule):
             return Path(self.store_path)
         key = weight_store_key(self.source.identity, self.inr, self.fit, self.shard_size)
         return default_weight_store_dir(self.root, self.source_spec, key)
-
-    def prepare_data(self) -> None:
-        if self.download:
-            self.source  # torchvision sources download on open
 
     def _device(self) -> torch.device:
         if self.fit_device != "auto":
