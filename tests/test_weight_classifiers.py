@@ -138,3 +138,27 @@ def test_missing_xgboost_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "xgboost", None)
     with pytest.raises(BoostingError, match=r"arc\[baselines\]"):
         require_xgboost()
+
+
+def test_pixel_cnn_on_arc_image_splits(npz, tmp_path):
+    import lightning.pytorch as pl
+
+    from arc.baselines.pixels import PixelCNNClassifier, PixelDataModule, collate_images, pixel_resnet
+
+    assert pixel_resnet(3, 4, (8, 16))(torch.zeros(2, 3, 12, 12)).shape == (2, 4)
+    with pytest.raises(ValueError, match="data.canvas"):
+        collate_images([(torch.zeros(1, 4, 4), 0), (torch.zeros(1, 5, 5), 1)])
+    images, labels = collate_images([None, (torch.zeros(1, 4, 4), 3)])  # an unreadable image is dropped
+    assert images.shape == (1, 1, 4, 4) and labels.tolist() == [3]
+
+    data = PixelDataModule(source=npz, root=str(tmp_path), batch_size=8, val_fraction=0.2, seed=3)
+    source = open_source(npz, val_fraction=0.2, seed=3)
+    served = torch.cat([labels for _, labels in data.val_dataloader()])
+    assert served.tolist() == source.split("val").labels.tolist() and data.latent_dim == 1
+    x = next(iter(data.test_dataloader()))[0]
+    assert x.min() >= -1 and x.max() <= 1
+    model = PixelCNNClassifier(data.num_classes, data.latent_dim, widths=(8, 16), lr=1e-2, seed=0)
+    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=data)
+    assert trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"] >= 0.8
