@@ -16,13 +16,12 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.models.resnet import BasicBlock
 
 from arc.baselines.weight_mlp import WeightClassifier
-from arc.baselines.weights_data import SourceDataModule
+from arc.baselines.weights_data import BaselineDataModule
 from arc.data.images import ImageReadError
-from arc.data.module import EpochShuffle
 from arc.seeding import derive_seed, run_seed
 
 log = logging.getLogger(__name__)
@@ -60,28 +59,18 @@ def collate_images(items: list[Optional[tuple[Tensor, int]]]) -> tuple[Tensor, T
     return torch.stack([image for image, _ in kept]), torch.tensor([label for _, label in kept])
 
 
-class PixelDataModule(SourceDataModule):
-    """ARC's image splits as image batches (the arguments of :class:`SourceDataModule`).
+class PixelDataModule(BaselineDataModule):
+    """ARC's image splits as image batches (the arguments of :class:`~arc.baselines.weights_data.BaselineDataModule`).
     ``latent_dim`` is the image channel count (the width of one input element, linked into the model)."""
+
+    collate_fn = staticmethod(collate_images)
 
     @property
     def latent_dim(self) -> int:
         return self.source.channels
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = SplitImages(self.source.split(split))
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_images,
-                          sampler=EpochShuffle(len(dataset), run_seed()) if shuffle else None,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def dataset(self, split: str) -> Dataset:
+        return SplitImages(self.source.split(split))
 
 
 def pixel_resnet(channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128), blocks: int = 1) -> nn.Sequential:

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from arc.baselines.fitting import INRFitConfig
 from arc.baselines.inr import INRConfig
 from arc.baselines.weight_store import WeightStore, default_weight_store_dir, fit_weight_store, weight_store_key
-from arc.data.module import EpochShuffle, with_data_seed
-from arc.data.sources import SPLITS, ImageSource, open_source
+from arc.data.module import EpochShuffle, SourceDataModule, with_data_seed
+from arc.data.sources import SPLITS
 from arc.runs import ensure_writable
 from arc.seeding import run_seed
 from arc.settings import as_settings
@@ -50,45 +49,41 @@ def standardise(weights: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return ((weights.double() - mean) / std).float()
 
 
-class SourceDataModule(L.LightningDataModule):
-    """ARC's image source and splits for a baseline: ``source``, ``root``, ``download``, ``source_options``,
-    ``canvas``, ``val_fraction`` and ``seed`` as :class:`arc.data.module.ImageDataModule` takes them (the
-    same splits); ``batch_size`` and ``num_workers`` for the loaders."""
+class BaselineDataModule(SourceDataModule):
+    """ARC's source and splits (:class:`arc.data.module.SourceDataModule`) with ``batch_size`` and ``num_workers``;
+    serves :meth:`dataset` of each split (train shuffled per epoch from the training seed, as ARC's loaders)."""
+
+    collate_fn: Optional[Callable] = None
 
     def __init__(self, source: str = "digits", root: str = "data", download: bool = False,
                  source_options: Optional[dict[str, Any]] = None, canvas: Optional[dict[str, Any]] = None,
                  val_fraction: float = 0.1, batch_size: int = 256, num_workers: int = 0, seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(source, root, download, source_options, canvas, val_fraction, seed)
         if batch_size < 1 or num_workers < 0:
             raise ValueError("data.batch_size must be >= 1 and data.num_workers >= 0")
-        self.source_spec, self.root, self.download = source, Path(root), download
-        self.source_options, self.canvas, self.val_fraction = dict(source_options or {}), canvas, val_fraction
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self._source: Optional[ImageSource] = None
+        self.batch_size, self.num_workers = batch_size, num_workers
 
-    @property
-    def source(self) -> ImageSource:
-        if self._source is None:
-            self._source = open_source(
-                self.source_spec, root=str(self.root), download=self.download, val_fraction=self.val_fraction,
-                seed=self.seed, canvas=self.canvas, **self.source_options,
-            )
-        return self._source
+    def dataset(self, split: str) -> Dataset:
+        """The items of ``split`` (subclasses)."""
+        raise NotImplementedError
 
-    @property
-    def num_classes(self) -> int:
-        return self.source.num_classes
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collate_fn,
+                          sampler=EpochShuffle(len(dataset), run_seed()) if shuffle else None,
+                          persistent_workers=self.num_workers > 0)
 
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.source.class_names)
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
 
-    def prepare_data(self) -> None:
-        if self.download:
-            self.source  # torchvision sources download on open
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
 
 
-class WeightDataModule(SourceDataModule):
+class WeightDataModule(BaselineDataModule):
     """Standardised fitted-INR weight vectors of ARC's splits, with labels.
 
     Args:
@@ -180,16 +175,5 @@ class WeightDataModule(SourceDataModule):
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", SPLITS)
         self.prepare_weights(splits)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = TensorDataset(*self.arrays(split))
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                          sampler=EpochShuffle(len(dataset), run_seed()) if shuffle else None)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def dataset(self, split: str) -> Dataset:
+        return TensorDataset(*self.arrays(split))

@@ -41,7 +41,47 @@ def with_data_seed(settings: Seeded, seed: int, where: str) -> Seeded:
     return replace(settings, seed=seed)
 
 
-class ImageDataModule(L.LightningDataModule):
+class SourceDataModule(L.LightningDataModule):
+    """An image source and its splits (``source``, ``root``, ``download``, ``source_options``, ``canvas``,
+    ``val_fraction``, ``seed``: see :class:`ImageDataModule`), opened on first use; ``num_classes``, ``class_names``.
+    The base of ARC's data modules and of the baselines' (:mod:`arc.baselines`), so all read the same splits."""
+
+    def __init__(self, source: str = "digits", root: str = "data", download: bool = False,
+                 source_options: Optional[dict[str, Any]] = None, canvas: Optional[dict[str, Any]] = None,
+                 val_fraction: float = 0.1, seed: int = 0) -> None:
+        super().__init__()
+        self.source_spec = source
+        self.root = Path(root)
+        self.download = download
+        self.source_options = dict(source_options or {})
+        self.canvas = canvas
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self._source: Optional[ImageSource] = None
+
+    @property
+    def source(self) -> ImageSource:
+        if self._source is None:
+            self._source = open_source(
+                self.source_spec, root=str(self.root), download=self.download, val_fraction=self.val_fraction,
+                seed=self.seed, canvas=self.canvas, **self.source_options,
+            )
+        return self._source
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.source.class_names)
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self.source  # torchvision sources download on open
+
+
+class ImageDataModule(SourceDataModule):
     """The images and the field: source, canvas, splits, field and pretraining settings, decoder path.
 
     Args:
@@ -72,36 +112,11 @@ class ImageDataModule(L.LightningDataModule):
         fit_device: str = "auto",
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.source_spec = source
-        self.root = Path(root)
-        self.download = download
-        self.source_options = dict(source_options or {})
-        self.canvas = canvas
-        self.val_fraction = val_fraction
+        super().__init__(source, root, download, source_options, canvas, val_fraction, seed)
         self.field = as_settings(FieldConfig, field, "data.field")
         self.pretrain = with_data_seed(as_settings(PretrainConfig, pretrain, "data.pretrain"), seed, "data.pretrain")
         self.decoder = decoder
         self.fit_device = fit_device
-        self.seed = seed
-        self._source: Optional[ImageSource] = None
-
-    @property
-    def source(self) -> ImageSource:
-        if self._source is None:
-            self._source = open_source(
-                self.source_spec, root=str(self.root), download=self.download, val_fraction=self.val_fraction,
-                seed=self.seed, canvas=self.canvas, **self.source_options,
-            )
-        return self._source
-
-    @property
-    def num_classes(self) -> int:
-        return self.source.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.source.class_names)
 
     @property
     def latent_dim(self) -> int:
@@ -112,10 +127,6 @@ class ImageDataModule(L.LightningDataModule):
         if self.decoder:
             return Path(self.decoder)
         return default_decoder_path(self.source, self.field, self.pretrain, self.root)
-
-    def prepare_data(self) -> None:
-        if self.download:
-            self.source  # torchvision sources download on open
 
     def distributed(self) -> tuple[int, int, Callable[[], None], torch.device]:
         """(global rank, world size, barrier, fitting device) from the attached trainer, if any."""
