@@ -136,8 +136,8 @@ class ARCCLI(LightningCLI):
         writer = next((c for c in self.trainer.callbacks if type(c).__name__ == "PredictionWriter"), None)
         if writer is not None and writer.path.exists():
             where["predictions"] = writer.path
-        store = getattr(self.datamodule, "cloud_store", None)
-        if store is not None:
+        store = getattr(self.datamodule, "cloud_store", None) or getattr(self.datamodule, "weight_store", None)
+        if store is not None:  # ARC's cloud store, or the weight baselines' store of fitted INRs
             where["store"] = store.path
         decoder = getattr(self.datamodule, "decoder_path", None)
         if decoder is not None and Path(decoder).exists():

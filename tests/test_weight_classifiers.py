@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from arc.baselines.weights_data import WeightDataModule, standardise, weight_statistics
 from arc.data.sources import open_source
@@ -162,3 +163,18 @@ def test_pixel_cnn_on_arc_image_splits(npz, tmp_path):
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=data)
     assert trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"] >= 0.8
+
+
+def test_the_cli_trains_a_weight_baseline_and_names_its_store(npz, tmp_path, monkeypatch, capsys):
+    from arc.cli import build_cli
+
+    monkeypatch.chdir(tmp_path)
+    config = {"trainer": {"max_epochs": 2, "accelerator": "cpu", "logger": False, "enable_progress_bar": False,
+                          "default_root_dir": str(tmp_path / "runs")},
+              "model": {"class_path": "arc.baselines.weight_mlp.WeightMLPClassifier", "init_args": {"hidden": [16]}},
+              "data": {"class_path": "arc.baselines.weights_data.WeightDataModule",
+                       "init_args": {"source": npz, "root": str(tmp_path / "root"), "inr": INR, "fit": FIT, "batch_size": 8}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    cli = build_cli(["fit", "--config", str(tmp_path / "c.yaml")])
+    out = capsys.readouterr().out
+    assert "test/acc" in out and f"store:       {cli.datamodule.weight_store.path}" in out
