@@ -141,6 +141,22 @@ def test_missing_xgboost_names_the_extra(monkeypatch):
         require_xgboost()
 
 
+def test_the_xgboost_config_without_xgboost_is_one_line(monkeypatch, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    from arc.baselines.boosting import INSTALL
+    from arc.cli import build_cli
+
+    monkeypatch.setitem(sys.modules, "xgboost", None)
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).parents[1] / "configs/baselines/siren_xgboost.yaml"
+    with pytest.raises(SystemExit) as done:
+        build_cli(["--config", str(config), "--trainer.logger", "false", "--data.init_args.root", "unused"], run=False)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and error == [f"error: BoostingError: {INSTALL}"]
+
+
 def test_pixel_cnn_on_arc_image_splits(npz, tmp_path):
     import lightning.pytorch as pl
 
