@@ -1,5 +1,5 @@
-"""Classifiers on fitted INR weights: the weight DataModule (ARC's splits, train-only standardisation,
-the store reused) and the classifiers that read it."""
+"""The baselines' classifiers: the weight DataModule (ARC's splits, train-only standardisation, the store
+reused), the MLP and XGBoost on its vectors, and the pixel CNN on ARC's image splits."""
 from __future__ import annotations
 
 import numpy as np
