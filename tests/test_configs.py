@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from arc.baselines.boosting import BoostedTreesClassifier
-from arc.baselines.pixels import PixelCNNClassifier, PixelDataModule
-from arc.baselines.weight_mlp import WeightMLPClassifier
-from arc.baselines.weights_data import WeightDataModule
+from arc.baseline_training.boosting import BoostedTreesClassifier
+from arc.baseline_training.pixels import PixelCNNClassifier, PixelDataModule
+from arc.baseline_training.weight_mlp import WeightMLPClassifier
+from arc.baseline_training.weights_data import WeightDataModule
 from arc.cli import build_cli
 from arc.classifier import ARCClassifier
 from arc.data.module import ARCDataModule, PretrainDataModule

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from arc.baselines.weights_data import WeightDataModule, standardise, weight_statistics
+from arc.baseline_training.weights_data import WeightDataModule, standardise, weight_statistics
 from arc.data.sources import open_source
 
 INR = {"hidden": [4]}
@@ -73,7 +73,7 @@ def test_the_store_is_keyed_by_the_inr_and_the_seed(npz, tmp_path):
 
 
 def test_weight_mlp_network_shapes_and_errors():
-    from arc.baselines.weight_mlp import weight_mlp
+    from arc.baseline_training.weight_mlp import weight_mlp
 
     assert weight_mlp(17, 3, (8,))(torch.zeros(5, 17)).shape == (5, 3)
     with pytest.raises(ValueError, match="num_classes >= 2"):
@@ -83,7 +83,7 @@ def test_weight_mlp_network_shapes_and_errors():
 def test_weight_mlp_learns_the_weights_of_separable_images(npz, tmp_path):
     import lightning.pytorch as pl
 
-    from arc.baselines.weight_mlp import WeightMLPClassifier
+    from arc.baseline_training.weight_mlp import WeightMLPClassifier
 
     data = WeightDataModule(source=npz, root=str(tmp_path / "root"), inr={"hidden": [8]}, fit={"steps": 30, "init": "shared"},
                             batch_size=8, val_fraction=0.2)
@@ -99,7 +99,7 @@ def test_weight_mlp_learns_the_weights_of_separable_images(npz, tmp_path):
 
 def test_boosted_trees_fit_early_stopped_on_val():
     pytest.importorskip("xgboost")
-    from arc.baselines.boosting import BoostConfig, boosted_log_probs, fit_boosted_trees
+    from arc.baseline_training.boosting import BoostConfig, boosted_log_probs, fit_boosted_trees
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(120) % 3
@@ -117,7 +117,7 @@ def test_boosted_trees_under_lightning_and_from_a_checkpoint(npz, tmp_path):
     pytest.importorskip("xgboost")
     import lightning.pytorch as pl
 
-    from arc.baselines.boosting import BoostConfig, BoostedTreesClassifier
+    from arc.baseline_training.boosting import BoostConfig, BoostedTreesClassifier
 
     data = WeightDataModule(source=npz, root=str(tmp_path / "root"), inr={"hidden": [8]}, fit={"steps": 30, "init": "shared"},
                             batch_size=8, val_fraction=0.2)
@@ -134,7 +134,7 @@ def test_boosted_trees_under_lightning_and_from_a_checkpoint(npz, tmp_path):
 def test_missing_xgboost_names_the_extra(monkeypatch):
     import sys
 
-    from arc.baselines.boosting import BoostingError, require_xgboost
+    from arc.baseline_training.boosting import BoostingError, require_xgboost
 
     monkeypatch.setitem(sys.modules, "xgboost", None)
     with pytest.raises(BoostingError, match=r"arc\[baselines\]"):
@@ -145,7 +145,7 @@ def test_the_xgboost_config_without_xgboost_is_one_line(monkeypatch, tmp_path, c
     import sys
     from pathlib import Path
 
-    from arc.baselines.boosting import INSTALL
+    from arc.baseline_training.boosting import INSTALL
     from arc.cli import build_cli
 
     monkeypatch.setitem(sys.modules, "xgboost", None)
@@ -160,7 +160,7 @@ def test_the_xgboost_config_without_xgboost_is_one_line(monkeypatch, tmp_path, c
 def test_pixel_cnn_on_arc_image_splits(npz, tmp_path):
     import lightning.pytorch as pl
 
-    from arc.baselines.pixels import PixelCNNClassifier, PixelDataModule, collate_images, pixel_resnet
+    from arc.baseline_training.pixels import PixelCNNClassifier, PixelDataModule, collate_images, pixel_resnet
 
     assert pixel_resnet(3, 4, (8, 16))(torch.zeros(2, 3, 12, 12)).shape == (2, 4)
     with pytest.raises(ValueError, match="data.canvas"):
@@ -187,8 +187,8 @@ def test_the_cli_trains_a_weight_baseline_and_names_its_store(npz, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     config = {"trainer": {"max_epochs": 2, "accelerator": "cpu", "logger": False, "enable_progress_bar": False,
                           "default_root_dir": str(tmp_path / "runs")},
-              "model": {"class_path": "arc.baselines.weight_mlp.WeightMLPClassifier", "init_args": {"hidden": [16]}},
-              "data": {"class_path": "arc.baselines.weights_data.WeightDataModule",
+              "model": {"class_path": "arc.baseline_training.weight_mlp.WeightMLPClassifier", "init_args": {"hidden": [16]}},
+              "data": {"class_path": "arc.baseline_training.weights_data.WeightDataModule",
                        "init_args": {"source": npz, "root": str(tmp_path / "root"), "inr": INR, "fit": FIT, "batch_size": 8}}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     cli = build_cli(["fit", "--config", str(tmp_path / "c.yaml")])

@@ -6,11 +6,7 @@
 - :mod:`arc.baselines.reference` — the plain batched-autograd loop it is checked and timed against;
 - :mod:`arc.baselines.weight_store` — fitted weight vectors in sharded safetensors files.
 
-The classifiers (Lightning; imported from their modules, not here, so this package stays Lightning-free):
-
-- :mod:`arc.baselines.weights_data` — ``WeightDataModule``: standardised weight vectors of ARC's splits;
-- :mod:`arc.baselines.weight_mlp` — an MLP on them; :mod:`arc.baselines.boosting` — XGBoost on them;
-- :mod:`arc.baselines.pixels` — the pixel CNN reference on ARC's image splits.
+The classifiers that read them (Lightning) are :mod:`arc.baseline_training`.
 """
 from arc.baselines.fitting import INITS, INRFitConfig, INRFitResult, fit_inrs, fit_stack
 from arc.baselines.inr import KINDS, Grid, INRConfig, INRError, WeightStack, encode, init_stack, pixel_coordinates

@@ -2,7 +2,7 @@
 
 :func:`weight_mlp` is the network (plain ``nn.Module``, no Lightning): ``[P, *hidden, classes]``
 linear layers with ReLU, layer norm and dropout between them, reading the standardised weight
-vectors of :class:`arc.baselines.weights_data.WeightDataModule`. :class:`WeightMLPClassifier` is
+vectors of :class:`arc.baseline_training.weights_data.WeightDataModule`. :class:`WeightMLPClassifier` is
 the training recipe only (on :class:`WeightClassifier`, the evaluation every weight-vector
 classifier shares): cross-entropy, AdamW, the metrics and log keys of
 :class:`arc.classifier.ARCClassifier` (``train/loss``, ``val/loss``, ``val/acc``, ``val/acc_macro``,

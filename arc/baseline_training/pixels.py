@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.models.resnet import BasicBlock
 
-from arc.baselines.weight_mlp import WeightClassifier
-from arc.baselines.weights_data import BaselineDataModule
+from arc.baseline_training.weight_mlp import WeightClassifier
+from arc.baseline_training.weights_data import BaselineDataModule
 from arc.data.images import ImageReadError
 from arc.seeding import derive_seed, run_seed
 
@@ -60,7 +60,7 @@ def collate_images(items: list[Optional[tuple[Tensor, int]]]) -> tuple[Tensor, T
 
 
 class PixelDataModule(BaselineDataModule):
-    """ARC's image splits as image batches (the arguments of :class:`~arc.baselines.weights_data.BaselineDataModule`).
+    """ARC's image splits as image batches (the arguments of :class:`~arc.baseline_training.weights_data.BaselineDataModule`).
     ``latent_dim`` is the image channel count (the width of one input element, linked into the model)."""
 
     collate_fn = staticmethod(collate_images)

@@ -2,7 +2,7 @@
 
 The numeric part, :func:`fit_boosted_trees` and :func:`boosted_log_probs`, takes tensors and knows no
 Lightning: ``multi:softprob`` trees on the standardised weight vectors of
-:class:`arc.baselines.weights_data.WeightDataModule`, stopped early on the val split's log loss
+:class:`arc.baseline_training.weights_data.WeightDataModule`, stopped early on the val split's log loss
 (the trees of the best round are kept). :class:`BoostedTreesClassifier` runs it under the LightningCLI
 (``tools/train.py fit --config configs/baselines/siren_xgboost.yaml``): the trees are fitted on the
 whole train split when fit starts, then val and test are scored with the keys of :class:`~arc.classifier.ARCClassifier`
@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from arc.baselines.weight_mlp import WeightClassifier
+from arc.baseline_training.weight_mlp import WeightClassifier
 from arc.seeding import run_seed
 
 INSTALL = "XGBoost is not installed: pip install 'arc[baselines]' (or the CPU build: pip install xgboost-cpu)"
