@@ -1,12 +1,13 @@
 """Fitted INR weights as a classification dataset: ARC's image splits -> weight store -> standardised vectors.
 
-:class:`WeightDataModule` opens the image source exactly as :class:`arc.data.module.ImageDataModule`
-does (``source``, ``root``, ``source_options``, ``canvas``, ``val_fraction``, ``seed``), so its
-train / val / test are ARC's; it fits (or reuses) the weight store of :mod:`arc.baselines.weight_store`
+:class:`WeightDataModule` opens the image source through :class:`arc.data.module.SourceDataModule`, the
+base of ARC's own data modules (``source``, ``root``, ``source_options``, ``canvas``, ``val_fraction``,
+``seed``), so its train / val / test are ARC's; it fits (or reuses) the weight store of :mod:`arc.baselines.weight_store`
 for every split a stage reads plus train, and serves (weight vector [P], label) pairs standardised
 per dimension with the train split's mean and std (:func:`weight_statistics`), as ARC standardises
 latents with train-only statistics. ``latent_dim`` is P, the width of a sample's representation
-(the CLI links it into the classifier's input width, as for ARC's latents).
+(the CLI links it into the classifier's input width, as for ARC's latents). Fitting runs on the
+process's rank alone (no split of the shards across DDP ranks yet, unlike ARC's clouds).
 
 The numeric parts (:func:`weight_statistics`, :func:`standardise`) take tensors and know no Lightning,
 so the XGBoost baseline reads the same arrays through :meth:`WeightDataModule.arrays`.
