@@ -15,6 +15,7 @@ so the XGBoost baseline reads the same arrays through :meth:`WeightDataModule.ar
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -50,7 +51,7 @@ def standardise(weights: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return ((weights.double() - mean) / std).float()
 
 
-class BaselineDataModule(SourceDataModule):
+class BaselineDataModule(SourceDataModule, ABC):
     """ARC's source and splits (:class:`arc.data.module.SourceDataModule`) with ``batch_size`` and ``num_workers``;
     serves :meth:`dataset` of each split (train shuffled per epoch from the training seed, as ARC's loaders)."""
 
@@ -64,9 +65,9 @@ class BaselineDataModule(SourceDataModule):
             raise ValueError("data.batch_size must be >= 1 and data.num_workers >= 0")
         self.batch_size, self.num_workers = batch_size, num_workers
 
+    @abstractmethod
     def dataset(self, split: str) -> Dataset:
-        """The items of ``split`` (subclasses)."""
-        raise NotImplementedError
+        """The items of ``split`` (each baseline's own)."""
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(split)
