@@ -7,9 +7,9 @@ statistics. Augmentations (:mod:`arc.augment`) run in ``training_step`` only, on
 Media (confusion matrices, clouds) and the prediction CSV are callbacks (:mod:`arc.callbacks`).
 
 Randomness: initialisation and every training draw derive from the training seed and their purpose,
-never from the global RNG's history: ("init"), ("augment", epoch, batch, rank) and ("model", epoch,
-batch, rank) for dropout, drop-path and curve order; so a run does not depend on what ran before
-(e.g. fitting the store).
+never from the global RNG's history: ("init"), ("augment", epoch, batch, rank), ("model", epoch,
+batch, rank) for dropout, drop-path and curve order, and ("transform", stage, ...) for the data
+transforms; so a run does not depend on what ran before (e.g. fitting the store).
 
 Logged: ``train/loss``, ``val/loss``, ``val/acc`` (top-1 micro), ``val/acc_macro``,
 ``test/loss``, ``test/acc``, ``test/acc_macro``, ``test/acc_class/<name>``.
@@ -34,14 +34,24 @@ from arc.optim import SCHEDULERS, OptimizerConfig, Scheduler, build_schedule, pa
 from arc.seeding import derive_seed, run_seed
 from arc.settings import as_settings
 
-__all__ = ["ARCClassifier", "ClassifierConfigError", "DEFAULT_AUGMENT"]
+__all__ = ["ARCClassifier", "ClassifierConfigError", "DEFAULT_AUGMENT", "TRANSFORM_OPS"]
 
 DEFAULT_AUGMENT: dict[str, Any] = {"mask": 0.3, "arcmix": {"alpha": 1.0}}
 """The paper's best recipe: masking 0.3 + ARCMix alpha 1 (thesis Table 5)."""
 
+TRANSFORM_OPS = ("push", "rotate", "flip", "shift", "mask")
+"""The ops a data transform (``fit_transform``, ``test_transform``) may use: they move or drop points only."""
+
+
 def check_recipe(num_classes: int, scheduler: Any, warmup_epochs: Any, block_lr_scale: Any, label_smoothing: Any,
-                 eval_views: Any, eval_augment: Any, class_names: Any, top_k: Any) -> None:
-    """Raise :class:`ClassifierConfigError` for an invalid training or evaluation setting of :class:`ARCClassifier`."""
+                 eval_views: Any, eval_augment: Any, class_names: Any, top_k: Any,
+                 transforms: dict[str, Any] | None = None) -> None:
+    """Raise :class:`ClassifierConfigError` for an invalid training or evaluation setting of :class:`ARCClassifier`
+    (``transforms``: the data transforms by argument name)."""
+    for name, transform in (transforms or {}).items():
+        other = sorted(set(transform or {}) - set(TRANSFORM_OPS)) if isinstance(transform, dict) else None
+        if other:
+            raise ClassifierConfigError(f"{name} moves or drops points only ({', '.join(TRANSFORM_OPS)}), got {other}")
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ClassifierConfigError(f"top_k must be a positive int, got {top_k!r}")
     if scheduler not in SCHEDULERS:
@@ -75,6 +85,11 @@ class ARCClassifier(pl.LightningModule):
     label_smoothing: cross-entropy label smoothing in training (evaluation losses are unsmoothed).
     eval_views: evaluation views averaged (mean of probabilities): the clean cloud plus
     ``eval_views - 1`` copies augmented with ``eval_augment`` (seeded per batch), for val, test, predict.
+    fit_transform: a data transform (:func:`arc.augment.build_augmentations` config of point ops only,
+    ``TRANSFORM_OPS``) that defines the clouds trained and validated on, e.g. ``{"push": 50}`` for the paper's
+    pushed training set (thesis Table 6): applied to train batches before ``augment`` (drawn afresh each epoch)
+    and to val batches (seeded per batch, so the same every epoch).
+    test_transform: the same for test batches only (Table 6's pushed test set, Table 8's shifted test clouds).
     class_names: names for per-class metrics and plots (default: the datamodule's, else "0", "1", ...).
     top_k: number of (class, probability) pairs ``predict_step`` returns.
     seed: the training seed (default: the one ``seed_everything`` set; see the module docstring).
@@ -95,13 +110,15 @@ class ARCClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         eval_views: int = 1,
         eval_augment: dict[str, Any] | None = None,
+        fit_transform: dict[str, Any] | None = None,
+        test_transform: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
         top_k: int = 5,
         seed: int | None = None,
     ) -> None:
         super().__init__()
         check_recipe(num_classes, scheduler, warmup_epochs, block_lr_scale, label_smoothing, eval_views, eval_augment,
-                     class_names, top_k)
+                     class_names, top_k, dict(fit_transform=fit_transform, test_transform=test_transform))
         self.save_hyperparameters()
         self.seed = run_seed(seed)
         self.hparams.seed = self.seed  # the checkpoint records the seed actually used
@@ -113,12 +130,15 @@ class ARCClassifier(pl.LightningModule):
         self.hparams.optimizer = asdict(self.optimizer_settings)  # plain values: checkpoints load without pickle
         self.augment = build_augmentations(augment, num_classes=num_classes)
         self.eval_augment = build_augmentations(eval_augment)
+        self.transforms = {"fit": build_augmentations(fit_transform), "test": build_augmentations(test_transform)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, "init"))
             self.model = ARCModel(num_classes, latent_dim, backbone, head_hidden or [], normalisation)
-        if "shift" in self.augment and getattr(self.model.backbone, "grid_origin", "frame") == "cloud":
-            rank_zero_warn("augment: shift has no effect with backbone grid_origin 'cloud' (the voxel grid moves with "
-                           "each cloud, so the backbone is translation-invariant); set grid_origin: frame")
+        shifting = [name for name, ops in (("augment", self.augment), ("fit_transform", self.transforms["fit"]),
+                                           ("test_transform", self.transforms["test"])) if "shift" in ops]
+        if shifting and getattr(self.model.backbone, "grid_origin", "frame") == "cloud":
+            rank_zero_warn(f"{', '.join(shifting)}: shift has no effect with backbone grid_origin 'cloud' (the voxel "
+                           "grid moves with each cloud, so the backbone is translation-invariant); set grid_origin: frame")
         self.decoder_hash: str | None = None  # the decoder of the training clouds (saved in checkpoints)
 
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -227,17 +247,30 @@ class ARCClassifier(pl.LightningModule):
         return view_log_probs(self.classify, self.normalise, batch, self.hparams.eval_views, self.eval_augment,
                               self.seed, batch_idx)
 
+    def transformed(self, batch: CloudBatch, stage: str, batch_idx: int) -> CloudBatch:
+        """The batch as the stage's data: ``fit_transform`` for "train" and "val", ``test_transform`` for "test".
+
+        Seeded by ("transform", stage, epoch, batch, rank) in training, so each epoch draws afresh, and by
+        ("transform", stage, batch, rank) in evaluation, so a val or test cloud is transformed alike every time.
+        """
+        transform = self.transforms["test" if stage == "test" else "fit"]
+        if not len(transform):
+            return batch
+        draw = (self.current_epoch, batch_idx) if stage == "train" else (batch_idx,)
+        return transform(batch, seed=derive_seed(self.seed, "transform", stage, *draw, self.global_rank))
+
     def training_step(self, batch: CloudBatch, batch_idx: int) -> Tensor:
         draw = (self.current_epoch, batch_idx, self.global_rank)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derive_seed(self.seed, "model", *draw))  # dropout, drop-path, curve order
+            batch = self.transformed(self.check_batch(batch), "train", batch_idx)
             loss = self.training_loss(batch, seed=derive_seed(self.seed, "augment", *draw))
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch))
         return loss
 
     def _evaluate(self, batch: CloudBatch, stage: str, batch_idx: int) -> Tensor:
-        self.check_batch(batch)
+        batch = self.transformed(self.check_batch(batch), stage, batch_idx)
         logits = self.evaluate_logits(batch, batch_idx)
         if batch.label.ndim != 1:
             raise CloudError(f"{stage} labels must be class indices [B], got shape {tuple(batch.label.shape)}")

@@ -449,3 +449,35 @@ def test_shift_with_a_per_cloud_grid_warns():
         tiny(augment={"shift": 2.0}, backbone=backbone(grid_origin="frame"))
     with pytest.raises(ClassifierConfigError, match="grid_origin"):
         tiny(backbone=backbone(grid_origin="image"))
+
+
+def test_data_transforms_apply_per_stage_and_are_seeded():
+    batch = batch_of([10, 12, 9, 20])
+    model = tiny(augment=None, fit_transform={"push": 5.0}, test_transform={"shift": 3.0},
+                 backbone=backbone(grid_origin="frame"))
+    val, test = model.transformed(batch, "val", 0), model.transformed(batch, "test", 0)
+    assert torch.equal(val.lat, batch.lat) and not torch.equal(val.pos, batch.pos)
+    assert torch.equal(val.pos, model.transformed(batch, "val", 0).pos)  # the same val clouds every epoch
+    assert not torch.equal(model.transformed(batch, "train", 0).pos, val.pos)
+    moved = test.pos - batch.pos
+    for start, end in zip(batch.starts().tolist(), batch.offset.tolist()):  # one shift per whole cloud
+        assert torch.allclose(moved[start:end], moved[start].expand(end - start, 2), atol=1e-5)
+    assert torch.equal(tiny(augment=None).transformed(batch, "test", 0).pos, batch.pos)
+    with pytest.raises(ClassifierConfigError, match="points only"):
+        tiny(fit_transform={"arcmix": 1.0})
+    with pytest.warns(UserWarning, match="test_transform: shift has no effect"):
+        tiny(test_transform={"shift": 2.0})
+
+
+def test_test_transform_reaches_the_test_step(tmp_path):
+    model = tiny(augment=None, test_transform={"mask": 0.5})
+    seen = []
+    original = model.classify
+    model.classify = lambda pos, feat, offset: seen.append(len(pos)) or original(pos, feat, offset)
+    data = CloudData(train=8, val=8, batch_size=8)
+    model.set_latent_stats(*data.latent_stats)
+    trainer(tmp_path).validate(model, data.val_dataloader(), verbose=False)
+    full = sum(seen)
+    seen.clear()
+    trainer(tmp_path).test(model, data.test_dataloader(), verbose=False)
+    assert sum(seen) < full  # the masked test clouds
