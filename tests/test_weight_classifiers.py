@@ -72,6 +72,31 @@ def test_the_store_is_keyed_by_the_inr_and_the_seed(npz, tmp_path):
         WeightDataModule(source=npz, fit={"seed": 7}, seed=3)
 
 
+def test_a_weight_store_of_other_inr_settings_is_refused(npz, tmp_path):
+    from arc.store import StoreError
+
+    store = str(tmp_path / "store")
+    data_module(npz, tmp_path, store=store).setup("test")
+    other = WeightDataModule(source=npz, root=str(tmp_path / "root"), inr={"hidden": [5]}, fit=FIT, seed=3,
+                             val_fraction=0.2, store=store)
+    with pytest.raises(StoreError, match=r"holds weights fitted with other settings \(differing: inr, param_count: inr .*"
+                                         r"'hidden': \[4\].* there, .*'hidden': \[5\].* asked"):
+        other.setup("test")
+
+
+def test_representation_metrics_come_from_the_store_and_the_images(npz, tmp_path):
+    from arc.baseline_training.pixels import PixelDataModule
+
+    data = data_module(npz, tmp_path)
+    assert data.representation_metrics() == {"repr/params_per_sample": 17.0}
+    data.setup("fit")
+    metrics = data.representation_metrics()
+    assert set(metrics) == {"fit/psnr_mean", "fit/images_per_s", "repr/params_per_sample"} and metrics["fit/images_per_s"] > 0
+    psnr = torch.cat([data.weight_store.collect(split)["psnr"] for split in ("train", "val")])
+    assert metrics["fit/psnr_mean"] == pytest.approx(float(psnr.double().mean()))
+    assert PixelDataModule(source=npz, root=str(tmp_path)).representation_metrics() == {"repr/params_per_sample": 36.0}
+
+
 def test_weight_mlp_network_shapes_and_errors():
     from arc.baseline_training.weight_mlp import weight_mlp
 

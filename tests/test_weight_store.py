@@ -1,4 +1,8 @@
-"""The INR weight store: resumable by shard, keyed by settings, refusing other settings."""
+"""The INR weight store: resumable by shard, keyed by settings, refusing other settings, checksummed
+(the cloud store's integrity checks), a damaged shard refitted."""
+import json
+import struct
+
 import pytest
 import torch
 
@@ -11,10 +15,25 @@ from arc.baselines.weight_store import (
     weight_store_key,
 )
 from arc.data.images import ImageReadError
-from arc.store import StoreError
+from arc.store import StoreError, integrity
 
 INR = INRConfig(hidden=(8, 8))
 FIT = INRFitConfig(steps=5)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_verification_cache(monkeypatch):
+    monkeypatch.setattr(integrity, "_VERIFIED", {})  # each test's damage is seen whatever ran before
+
+
+def _damage_weights(path) -> None:
+    """Overwrite the first bytes of the ``weights`` tensor's data in place (header untouched)."""
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    begin, _ = json.loads(raw[8 : 8 + length])["weights"]["data_offsets"]
+    with open(path, "r+b") as handle:
+        handle.seek(8 + length + begin)
+        handle.write(bytes(16))
 
 
 class Split:
@@ -73,17 +92,61 @@ def test_a_changed_setting_gives_a_new_key_and_is_refused_in_place(tmp_path):
         WeightStore.create_or_open(tmp_path / "w", "src", INRConfig(hidden=(4, 4)), FIT, channels=1, shard_size=3)
 
 
-def test_foreign_and_unfinished_reads_say_what_to_do(tmp_path):
+def test_foreign_and_unfinished_reads_say_what_to_do_and_a_foreign_shard_is_refitted(tmp_path):
     store = WeightStore.create_or_open(tmp_path / "a", "src", INR, FIT, channels=1, shard_size=3)
-    other = WeightStore.create_or_open(tmp_path / "b", "src", INR, INRFitConfig(steps=6), channels=1, shard_size=3)
+    other_fit = INRFitConfig(steps=6)
+    other = WeightStore.create_or_open(tmp_path / "b", "src", INR, other_fit, channels=1, shard_size=3)
     with pytest.raises(StoreError, match="not fitted yet"):
         store.collect("train")
-    fit_weight_store(other, "train", Split(), INR, other_fit := INRFitConfig(steps=6))
+    fit_weight_store(other, "train", Split(), INR, other_fit)
     store.shard_path("train", 0).parent.mkdir(parents=True)
     store.shard_path("train", 0).write_bytes(other.shard_path("train", 0).read_bytes())
-    with pytest.raises(StoreError, match="foreign"):
-        store.has_shard("train", 0)
+    with pytest.raises(StoreError, match="foreign .*run the baseline again: it refits"):
+        store.read_shard("train", 0)
+    split = Split()
+    assert fit_weight_store(store, "train", split, INR, FIT) == 3 and store.read_shard("train", 0)[0]["index"].tolist() == [0, 1, 2]
     with pytest.raises(StoreError, match="refusing to write"):
         store.write_shard("train", 1, {"weights": torch.zeros(2, 3), "label": torch.zeros(2), "index": torch.zeros(2),
                                        "psnr": torch.zeros(2)}, [])
-    assert other_fit.steps == 6
+
+
+def test_checksums_are_recorded_a_damaged_shard_is_named_and_refitted_alone(tmp_path):
+    split = Split()
+    store = WeightStore.create_or_open(tmp_path / "w", "src", INR, FIT, channels=1, shard_size=3)
+    fit_weight_store(store, "train", split, INR, FIT)
+    first = store.collect("train")
+    recorded = store.manifest["checksums"]["train"]
+    assert sorted(recorded) == ["0", "1", "2"] and all(len(value) == 64 for value in recorded.values())
+    shard = store.shard_path("train", 1)
+    _damage_weights(shard)
+    with pytest.raises(StoreError, match=f"{shard}: damaged shard .*refits a damaged shard"):
+        WeightStore.open(store.path).collect("train")
+    mtimes = {k: store.shard_path("train", k).stat().st_mtime_ns for k in (0, 2)}
+    split.reads = 0
+    assert fit_weight_store(store, "train", split, INR, FIT) == 1 and split.reads == 3  # only shard 1 (3 indices)
+    assert {k: store.shard_path("train", k).stat().st_mtime_ns for k in (0, 2)} == mtimes
+    for name, value in WeightStore.open(store.path).collect("train").items():
+        torch.testing.assert_close(value, first[name])  # the refit is the same deterministic fit
+    assert store.manifest["checksums"]["train"] == recorded
+
+
+def test_a_shard_replaced_after_its_split_was_recorded_is_noticed(tmp_path):
+    store = WeightStore.create_or_open(tmp_path / "w", "src", INR, FIT, channels=1, shard_size=3)
+    fit_weight_store(store, "train", Split(), INR, FIT)
+    tensors, skipped = store.read_shard("train", 0)
+    tensors["label"] = tensors["label"] + 1  # a consistent shard, with its own checksum, but not the recorded one
+    store.write_shard("train", 0, tensors, skipped)
+    with pytest.raises(StoreError, match="shard replaced since its split was recorded.*run the baseline again to record it"):
+        WeightStore.open(store.path).collect("train")
+
+
+def test_the_manifest_records_the_fit_summary(tmp_path):
+    store = WeightStore.create_or_open(tmp_path / "w", "src", INR, FIT, channels=1, shard_size=3)
+    assert store.fit_metrics() == {"repr/params_per_sample": INR.param_count(1)}
+    fit_weight_store(store, "train", Split(), INR, FIT)
+    stats = store.manifest["fit_stats"]["train"]
+    assert stats["images"] == 6 and stats["fit_seconds"] > 0
+    assert stats["psnr_mean"] == pytest.approx(float(store.collect("train")["psnr"].double().mean()))
+    metrics = WeightStore.open(store.path).fit_metrics()
+    assert metrics["fit/psnr_mean"] == pytest.approx(stats["psnr_mean"])
+    assert metrics["fit/images_per_s"] == pytest.approx(6 / stats["fit_seconds"])

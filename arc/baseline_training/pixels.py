@@ -72,6 +72,18 @@ class PixelDataModule(BaselineDataModule):
     def dataset(self, split: str) -> Dataset:
         return SplitImages(self.source.split(split))
 
+    def representation_metrics(self) -> dict[str, float]:
+        """``repr/params_per_sample``: the values of one image, pixels × channels (of the first readable train
+        image: a batch's images share one size), written into a run's metrics.json by the CLI."""
+        train = self.source.split("train")
+        for i in range(len(train)):
+            try:
+                image, _ = train[i]
+            except ImageReadError:
+                continue
+            return {"repr/params_per_sample": float(image.numel())}
+        raise ValueError(f"{self.source_spec}: no readable train image")
+
 
 def pixel_resnet(channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128), blocks: int = 1) -> nn.Sequential:
     """[N, channels, H, W] -> logits [N, classes]: 3×3 stem, ``blocks`` BasicBlocks per width (stride 2 from the

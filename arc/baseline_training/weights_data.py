@@ -156,10 +156,10 @@ class WeightDataModule(BaselineDataModule):
                 self.weight_store = WeightStore.create_or_open(path, self.source.identity, self.inr, self.fit,
                                                                self.source.channels, self.shard_size)
             store = self.weight_store
-            for split in dict.fromkeys(["train", *wanted]):
+            for split in dict.fromkeys(["train", *wanted]):  # verifies every shard; fits the missing or damaged ones
                 if split not in store.counts:
                     log.info("fitting %s INRs of %s split %s into %s", self.inr.kind, self.source_spec, split, store.path)
-                    fit_weight_store(store, split, self.source.split(split), self.inr, self.fit, device=self._device())
+                fit_weight_store(store, split, self.source.split(split), self.inr, self.fit, device=self._device())
             if self.weight_stats is None:
                 self.weight_stats = weight_statistics(store.collect("train")["weights"])
             for split in wanted:
@@ -168,6 +168,13 @@ class WeightDataModule(BaselineDataModule):
                 log.info("%s: %d weight vectors, mean fit PSNR %.2f dB", split, len(stored["label"]),
                          float(stored["psnr"].mean()) if len(stored["psnr"]) else float("nan"))
         return {split: self._served[split] for split in splits}
+
+    def representation_metrics(self) -> dict[str, float]:
+        """What the weight store records of its fits (:meth:`WeightStore.fit_metrics`: ``fit/psnr_mean`` dB,
+        ``fit/images_per_s``, ``repr/params_per_sample`` = P), written into a run's metrics.json by the CLI."""
+        if self.weight_store is None:
+            return {"repr/params_per_sample": float(self.latent_dim)}
+        return self.weight_store.fit_metrics()
 
     def arrays(self, split: str) -> tuple[Tensor, Tensor]:
         """(standardised weights [N, P] float32, labels [N] int64) of ``split``."""

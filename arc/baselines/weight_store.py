@@ -10,16 +10,25 @@ shard. A shard holds
     weights [B, P] f32 (flat, :class:`~arc.baselines.inr.WeightStack` layout), label [B] i64,
     index [B] i64 (source index, ascending), psnr [B] f32,
 
-and in its header the format, store key, split, shard number and the skipped source indices.
-The cloud store's classes are not reused: their shard format and manifest are those of a latent cloud
-(positions, offsets, a decoder hash and spacing, latent statistics); the key, slug, error class and
-atomic writes are shared.
+and in its header the format, store key, split, shard number, the skipped source indices, the
+seconds its fit took and ``checksum``, the content hash of its tensors. Checksums are the cloud
+store's (:mod:`arc.store.integrity`, one piece of logic for both stores): a shard is verified when
+it is read and when a run resumes; a damaged, truncated or foreign shard is refitted on resume (and
+reading one says so); recording a split copies its shards' hashes into the manifest
+(``checksums``), so a shard replaced later is noticed too, with the split's fit summary
+(``fit_stats``: images, mean PSNR, fit seconds; :meth:`WeightStore.fit_metrics`). Shards written
+before checksums are read unverified with one warning.
+The cloud store's shard format and manifest are those of a latent cloud (positions, offsets, a
+decoder hash and spacing, latent statistics) and are not reused; the key, slug, error class,
+atomic writes and integrity checks are shared.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -34,7 +43,10 @@ from arc.baselines.inr import INRConfig
 from arc.data.images import ImageReadError
 from arc.files import atomic_write, short_hash, write_json
 from arc.store import StoreError, source_slug
-from arc.store.layout import read_manifest
+from arc.store.integrity import recorded_checksum, shard_verifies, verify_shard
+from arc.store.layout import read_manifest, tensor_checksum
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 STORE_FORMAT = "arc-weight-store"
@@ -56,6 +68,9 @@ def default_weight_store_dir(root: str | os.PathLike, source_spec: str, key: str
 
 class WeightStore:
     """A weight store directory. Make one with :meth:`create_or_open` or :meth:`open`."""
+
+    tensor_names = TENSORS  # a shard's tensors, in checksum order (arc.store.integrity)
+    record_hint = "run the baseline again to record it"
 
     def __init__(self, path: str | os.PathLike, manifest: dict):
         self.path = Path(path)
@@ -87,9 +102,11 @@ class WeightStore:
         store = cls.open(path)
         differ = sorted(name for name in SETTINGS if store.manifest.get(name) != settings[name])
         if differ or store.key != key:
+            details = "; ".join(f"{name} {store.manifest.get(name)} there, {settings[name]} asked" for name in differ if name != "source")
             raise StoreError(
-                f"{path} holds weights fitted with other settings (differing: {', '.join(differ) or 'key'}); it is never "
-                "overwritten: use another directory (the default one is derived from the settings) or delete it"
+                f"{path} holds weights fitted with other settings (differing: {', '.join(differ) or 'key'}"
+                f"{': ' + details if details else ''}); it is never overwritten: use another directory (the default "
+                "one is derived from the settings) or delete it"
             )
         return store
 
@@ -118,27 +135,30 @@ class WeightStore:
     def _identity(self, split: str, shard: int) -> dict[str, str]:
         return {"format": SHARD_FORMAT, "key": self.key, "split": split, "shard": str(shard)}
 
-    def has_shard(self, split: str, shard: int) -> bool:
-        """Whether shard ``shard`` of ``split`` is written (a foreign or corrupt file raises StoreError)."""
-        if not self.shard_path(split, shard).exists():
-            return False
-        self._open(split, shard)
-        return True
+    @property
+    def repair_hint(self) -> str:
+        """What to do about a damaged shard (arc.store.integrity's messages)."""
+        return f"run the baseline again: it refits a damaged shard of {self.path} (or delete the shard)"
 
-    def _open(self, split: str, shard: int):
+    def open_shard(self, split: str, shard: int):
+        """(safe_open handle, header) of a shard of this store and place; StoreError naming the file otherwise."""
         path = self.shard_path(split, shard)
+        if not path.exists():
+            raise StoreError(f"{path}: shard missing; run the baseline again to fit it")
         try:
             handle = safe_open(str(path), framework="pt")
         except (SafetensorError, OSError) as err:
-            raise StoreError(f"{path}: truncated or corrupt shard ({err}); delete it to refit") from err
+            raise StoreError(f"{path}: truncated or corrupt shard ({err}); {self.repair_hint}") from err
         metadata = dict(handle.metadata() or {})
         wrong = [name for name, value in self._identity(split, shard).items() if metadata.get(name) != value]
         if wrong or any(name not in handle.keys() for name in TENSORS):
-            raise StoreError(f"{path}: foreign or incomplete shard (header {wrong or 'tensors'} differ); delete it to refit")
+            raise StoreError(f"{path}: foreign or incomplete shard (header {wrong or 'tensors'} differ); {self.repair_hint}")
         return handle, metadata
 
-    def write_shard(self, split: str, shard: int, tensors: Mapping[str, Tensor], skipped: Sequence[int]) -> None:
-        """Atomically write one shard: ``tensors`` (:data:`TENSORS`; weights [B, P]) and the skipped indices."""
+    def write_shard(self, split: str, shard: int, tensors: Mapping[str, Tensor], skipped: Sequence[int],
+                    fit_seconds: float = 0.0) -> None:
+        """Atomically write one shard: ``tensors`` (:data:`TENSORS`; weights [B, P]), the skipped indices, the
+        seconds the fit took and the tensors' checksum."""
         out = {name: tensors[name].detach().cpu().contiguous() for name in TENSORS}
         out["weights"], out["psnr"] = out["weights"].float(), out["psnr"].float()
         out["label"], out["index"] = out["label"].long(), out["index"].long()
@@ -146,16 +166,21 @@ class WeightStore:
         if p != self.manifest["param_count"] or any(out[name].shape != (b,) for name in TENSORS[1:]):
             raise StoreError(f"refusing to write {self.shard_path(split, shard)}: weights [B, {self.manifest['param_count']}] "
                              f"and [B] label, index, psnr expected, got {[tuple(out[n].shape) for n in TENSORS]}")
-        metadata = {**self._identity(split, shard), "count": str(b), "skipped_indices": json.dumps(sorted(int(i) for i in skipped))}
+        metadata = {**self._identity(split, shard), "count": str(b), "skipped_indices": json.dumps(sorted(int(i) for i in skipped)),
+                    "fit_seconds": repr(float(fit_seconds)), "checksum": tensor_checksum(out, TENSORS)}
         atomic_write(self.shard_path(split, shard), lambda tmp: save_file(out, tmp, metadata=metadata))
 
-    def read_shard(self, split: str, shard: int) -> tuple[dict[str, Tensor], list[int]]:
-        """(tensors, skipped source indices) of one shard."""
-        handle, metadata = self._open(split, shard)
+    def read_shard(self, split: str, shard: int, recorded: bool = True) -> tuple[dict[str, Tensor], list[int]]:
+        """(tensors, skipped source indices) of one shard, checksum verified (``recorded``: also against the
+        manifest's record of its split, :func:`arc.store.integrity.verify_shard`)."""
+        handle, metadata = self.open_shard(split, shard)
         try:
-            return {name: handle.get_tensor(name) for name in TENSORS}, json.loads(metadata.get("skipped_indices", "[]"))
+            tensors = {name: handle.get_tensor(name) for name in TENSORS}
+            skipped = [int(i) for i in json.loads(metadata.get("skipped_indices", "[]"))]
         except (SafetensorError, OSError, ValueError) as err:
-            raise StoreError(f"{self.shard_path(split, shard)}: corrupt shard ({err}); delete it to refit") from err
+            raise StoreError(f"{self.shard_path(split, shard)}: corrupt shard ({err}); {self.repair_hint}") from err
+        verify_shard(self, split, shard, tensors, recorded=recorded)
+        return tensors, skipped
 
     def shards(self, split: str, length: int) -> int:
         """Number of shards of a split of ``length`` source images."""
@@ -169,11 +194,31 @@ class WeightStore:
         parts = [self.read_shard(split, k)[0] for k in range(self.shards(split, total))]
         return {name: torch.cat([part[name] for part in parts]) for name in TENSORS}
 
-    def record(self, split: str, count: int, skipped: Sequence[int]) -> None:
-        """Record a finished split (its sample count and skipped indices) in the manifest."""
-        self.manifest = {**self.manifest, "counts": {**self.manifest["counts"], split: int(count)},
-                         "skipped": {**self.manifest["skipped"], split: sorted(int(i) for i in skipped)}}
-        write_json(self.path / MANIFEST, self.manifest)
+    def record(self, split: str, count: int, skipped: Sequence[int], psnr_sum: float, fit_seconds: Optional[float]) -> None:
+        """Record a finished split in the manifest: its sample count, skipped indices, the checksums of
+        its shards and its fit summary (sum of the samples' PSNR in dB, seconds the fits took, None if unknown)."""
+        checksums = {str(k): self.open_shard(split, k)[1].get("checksum") or recorded_checksum(self, split, k)
+                     for k in range(self.shards(split, int(count) + len(skipped)))}
+        stats = {"images": int(count), "psnr_mean": psnr_sum / count if count else None, "fit_seconds": fit_seconds}
+        manifest = {**self.manifest, "counts": {**self.manifest["counts"], split: int(count)},
+                    "skipped": {**self.manifest["skipped"], split: sorted(int(i) for i in skipped)},
+                    "checksums": {**self.manifest.get("checksums", {}), split: checksums},
+                    "fit_stats": {**self.manifest.get("fit_stats", {}), split: stats}}
+        if manifest != self.manifest:
+            write_json(self.path / MANIFEST, manifest)
+            self.manifest = manifest
+
+    def fit_metrics(self) -> dict[str, float]:
+        """Over the recorded splits: ``fit/psnr_mean`` (dB, per image), ``fit/images_per_s`` (images over the
+        seconds their fits took; absent for a store recorded before fit times) and ``repr/params_per_sample`` (P)."""
+        stats = [s for s in self.manifest.get("fit_stats", {}).values() if s["images"]]
+        metrics = {"repr/params_per_sample": float(self.manifest["param_count"])}
+        images = sum(s["images"] for s in stats)
+        if images:
+            metrics["fit/psnr_mean"] = sum(s["psnr_mean"] * s["images"] for s in stats) / images
+        if images and all(s["fit_seconds"] is not None for s in stats) and sum(s["fit_seconds"] for s in stats) > 0:
+            metrics["fit/images_per_s"] = images / sum(s["fit_seconds"] for s in stats)
+        return metrics
 
 
 def fit_weight_store(
@@ -184,11 +229,17 @@ def fit_weight_store(
     :class:`ImageReadError` is a counted skip), record the split and return the number of shards fitted.
     ``progress(shard, shards)`` follows every shard, fitted or found."""
     total = store.shards(split, len(images))
-    fitted, count, skipped_all = 0, 0, []
+    fitted, count, skipped_all, psnr_sum = 0, 0, [], 0.0
+    seconds: Optional[float] = 0.0  # None once a shard from before fit times is met
     for k in range(total):
-        if store.has_shard(split, k):
-            tensors, skipped = store.read_shard(split, k)
+        if shard_verifies(store, split, k):
+            tensors, skipped = store.read_shard(split, k, recorded=False)
+            took = store.open_shard(split, k)[1].get("fit_seconds")
+            seconds = None if seconds is None or took is None else seconds + float(took)
         else:
+            if store.shard_path(split, k).exists():
+                log.warning("%s: damaged, truncated or foreign shard; refitting it", store.shard_path(split, k))
+            began = time.perf_counter()
             rows, labels, indices, skipped = [], [], [], []
             for i in range(k * store.shard_size, min((k + 1) * store.shard_size, len(images))):
                 try:
@@ -206,13 +257,16 @@ def fit_weight_store(
                 weights, psnr = torch.empty(0, inr.param_count(store.manifest["channels"])), torch.empty(0)
             tensors = {"weights": weights, "label": torch.tensor(labels, dtype=torch.long),
                        "index": torch.tensor(indices, dtype=torch.long), "psnr": psnr}
-            store.write_shard(split, k, tensors, skipped)
+            elapsed = time.perf_counter() - began
+            store.write_shard(split, k, tensors, skipped, elapsed)
+            seconds = None if seconds is None else seconds + elapsed
             fitted += 1
         count += len(tensors["index"])
+        psnr_sum += float(tensors["psnr"].double().sum())
         skipped_all += list(skipped)
         if progress is not None:
             progress(k + 1, total)
-    store.record(split, count, skipped_all)
+    store.record(split, count, skipped_all, psnr_sum, seconds)
     return fitted
 
 

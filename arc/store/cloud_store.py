@@ -20,6 +20,7 @@ from arc.store.integrity import header_checksums, shard_verifies, verify_shard
 from arc.store.layout import (
     FORMAT_VERSION,
     MANIFEST,
+    TENSORS,
     UNCOMPARED,
     StoreError,
     differing_settings,
@@ -37,6 +38,9 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 class CloudStore:
     """A cloud store directory: its manifest and shards. Make one with :meth:`create_or_open` or :meth:`open`."""
+
+    tensor_names = TENSORS  # a shard's tensors, in checksum order (arc.store.integrity)
+    record_hint = "run anchoring again to record it"
 
     def __init__(self, path: str | os.PathLike, manifest: dict):
         self.path = Path(path)
@@ -85,6 +89,11 @@ class CloudStore:
         return cls(path, read_manifest(path))
 
     # -- properties -------------------------------------------------------------------------
+
+    @property
+    def repair_hint(self) -> str:
+        """What to do about a damaged shard (arc.store.integrity's messages)."""
+        return f"`arc store verify {self.path} --repair` drops it and the next anchoring run refits it"
 
     @property
     def key(self) -> str:

@@ -10,6 +10,13 @@ A shard written before checksums (no ``checksum`` in its header) is checked agai
 entry for it once ``arc store verify STORE --repair`` has recorded one; until then it is read
 unverified (structure checks only), with one warning per store and process.
 
+The helpers take any store object with ``path``, ``manifest``, ``shard_path(split, k)``,
+``open_shard(split, k) -> (handle, header)``, ``shard_numbers(split)`` (:func:`header_checksums`),
+``tensor_names`` (its shard tensors, hashed in that order) and the remedies its messages give,
+``record_hint`` (a shard replaced since its split was recorded) and ``repair_hint`` (a damaged shard):
+the cloud store (:class:`arc.store.CloudStore`) and the baselines' weight store
+(:class:`arc.baselines.weight_store.WeightStore`).
+
 A verified shard is remembered per process by its file's (device, inode, size, mtime), so it is
 hashed once per process however often it is opened (the loader, the statistics, the callbacks).
 """
@@ -28,10 +35,6 @@ log = logging.getLogger(__name__)
 
 _VERIFIED: dict[tuple, str] = {}  # file identity -> the checksum it verified against
 _WARNED: set[str] = set()  # stores warned about shards without a checksum
-
-
-def repair_hint(store_path: Path) -> str:
-    return f"`arc store verify {store_path} --repair` drops it and the next anchoring run refits it"
 
 
 def recorded_checksum(store, split: str, k: int) -> Optional[str]:
@@ -59,7 +62,7 @@ def verify_shard(store, split: str, k: int, tensors: Optional[Mapping[str, Tenso
     header, manifest = metadata.get("checksum"), recorded_checksum(store, split, k)
     if recorded and header and manifest and header != manifest:
         raise StoreError(f"{path}: shard replaced since its split was recorded (hash {header[:12]}, the manifest "
-                         f"recorded {manifest[:12]}); run anchoring again to record it, or {repair_hint(store.path)}")
+                         f"recorded {manifest[:12]}); {store.record_hint}, or {store.repair_hint}")
     expected = header or manifest
     if expected is None:
         if str(store.path) not in _WARNED:
@@ -69,10 +72,11 @@ def verify_shard(store, split: str, k: int, tensors: Optional[Mapping[str, Tenso
         return False
     if identity is not None and _VERIFIED.get(identity) == expected:
         return True
-    actual = tensor_checksum(tensors) if tensors is not None else file_checksum(handle)
+    names = store.tensor_names
+    actual = tensor_checksum(tensors, names) if tensors is not None else file_checksum(handle, names=names)
     if actual != expected:
         raise StoreError(f"{path}: damaged shard (content hash {actual[:12]}, recorded {expected[:12]}); "
-                         f"{repair_hint(store.path)}")
+                         f"{store.repair_hint}")
     if identity is not None:
         _VERIFIED[identity] = expected
     return True

@@ -203,11 +203,12 @@ def _digest_header(digest, name: str, dtype: torch.dtype, shape: Sequence[int]) 
     digest.update(f"{name}:{str(dtype).removeprefix('torch.')}:{list(shape)};".encode())
 
 
-def tensor_checksum(tensors: Mapping[str, Tensor]) -> str:
-    """Hex sha256 of a shard's content: per tensor of :data:`TENSORS` in that order, its name, dtype,
-    shape and raw bytes (of the tensors, not the file: safetensors orders its header differently per process)."""
+def tensor_checksum(tensors: Mapping[str, Tensor], names: Sequence[str] = TENSORS) -> str:
+    """Hex sha256 of a shard's content: per tensor of ``names`` (a store's shard tensors, default a cloud
+    shard's :data:`TENSORS`) in that order, its name, dtype, shape and raw bytes (of the tensors, not the
+    file: safetensors orders its header differently per process)."""
     digest = hashlib.sha256()
-    for name in TENSORS:
+    for name in names:
         tensor = tensors[name].detach().cpu().contiguous()
         _digest_header(digest, name, tensor.dtype, tensor.shape)
         if tensor.numel():
@@ -215,10 +216,10 @@ def tensor_checksum(tensors: Mapping[str, Tensor]) -> str:
     return digest.hexdigest()
 
 
-def file_checksum(handle, chunk_rows: int = 1 << 18) -> str:
+def file_checksum(handle, chunk_rows: int = 1 << 18, names: Sequence[str] = TENSORS) -> str:
     """:func:`tensor_checksum` of an opened shard file, read in blocks of ``chunk_rows`` rows (bounded memory)."""
     digest = hashlib.sha256()
-    for name in TENSORS:
+    for name in names:
         part = handle.get_slice(name)
         shape = part.get_shape()
         _digest_header(digest, name, part[0:0].dtype, shape)
