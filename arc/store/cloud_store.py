@@ -39,8 +39,9 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 class CloudStore:
     """A cloud store directory: its manifest and shards. Make one with :meth:`create_or_open` or :meth:`open`."""
 
-    tensor_names = TENSORS  # a shard's tensors, in checksum order (arc.store.integrity)
-    record_hint = "run anchoring again to record it"
+    # a shard's tensors in checksum order, and the remedies of arc.store.integrity's messages
+    tensor_names, record_hint = TENSORS, "run anchoring again to record it"
+    repair_hint = property(lambda self: f"`arc store verify {self.path} --repair` drops it and the next anchoring run refits it")
 
     def __init__(self, path: str | os.PathLike, manifest: dict):
         self.path = Path(path)
@@ -89,11 +90,6 @@ class CloudStore:
         return cls(path, read_manifest(path))
 
     # -- properties -------------------------------------------------------------------------
-
-    @property
-    def repair_hint(self) -> str:
-        """What to do about a damaged shard (arc.store.integrity's messages)."""
-        return f"`arc store verify {self.path} --repair` drops it and the next anchoring run refits it"
 
     @property
     def key(self) -> str:
