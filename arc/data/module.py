@@ -6,7 +6,7 @@ decoder-pretraining images; ``ARCDataModule`` chains the stages and serves Cloud
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from arc.data.canvas import CanvasConfig
 from arc.data.clouds import CloudDataset, collate_clouds
 from arc.data.sources import SPLITS, ImageSource, open_source
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
@@ -173,6 +174,9 @@ class ARCDataModule(ImageDataModule):
         shard_size: images per store shard.
         batch_size: clouds per batch; num_workers: DataLoader workers.
         predict_split: the split ``predict`` runs on.
+        test_canvas: a canvas for the test split alone (``{"size": S, "mode": "random"}``: paper Exp. 5, a model
+            trained on centred images tested on displaced ones); its clouds are fitted with the training decoder
+            into a store of their own. None: the test split has the training canvas.
     """
 
     def __init__(
@@ -183,6 +187,7 @@ class ARCDataModule(ImageDataModule):
         batch_size: int = 1024,
         num_workers: int = 0,
         predict_split: str = "test",
+        test_canvas: Optional[dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -198,7 +203,10 @@ class ARCDataModule(ImageDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.predict_split = predict_split
+        self.test_canvas = None if test_canvas is None else asdict(CanvasConfig.parse(test_canvas))  # checked now
+        self._test_source: Optional[ImageSource] = None
         self.cloud_store: Optional[CloudStore] = None
+        self.test_store: Optional[CloudStore] = None  # the test split's store when test_canvas is set
         self.latent_stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     def stage_splits(self, stage: Optional[str]) -> tuple[str, ...]:
@@ -207,19 +215,47 @@ class ARCDataModule(ImageDataModule):
         return {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
                 "predict": (self.predict_split,)}.get(stage or "", SPLITS)
 
+    @property
+    def test_source(self) -> ImageSource:
+        """The source of the test split: :attr:`source`, or the same images on ``test_canvas``."""
+        if self.test_canvas is None:
+            return self.source
+        if self._test_source is None:
+            self._test_source = open_source(
+                self.source_spec, root=str(self.root), download=self.download, val_fraction=self.val_fraction,
+                seed=self.seed, canvas=self.test_canvas, **self.source_options,
+            )
+        return self._test_source
+
     def prepare_clouds(self, splits: Sequence[str] = SPLITS) -> CloudStore:
         """Run the stages for ``splits`` (each cached): pretrain on rank 0, anchor on every rank, statistics on rank 0.
 
         Only the requested splits are fitted, so evaluating on a new canvas or source fits only its
-        test split; the train statistics are set once train is fitted.
+        test split; the train statistics are set once train is fitted. Returns the store of ``splits``
+        (with ``test_canvas``, the test split's store when only test is asked for).
         """
+        if self.test_canvas is not None and "test" in splits:
+            if self.test_store is None or not self.test_store.has_split("test"):
+                self.test_store = self.anchor(self.test_source, ("test",), None)
+            splits = tuple(split for split in splits if split != "test")
+            if not splits:
+                return self.test_store
         if self.cloud_store is not None and all(self.cloud_store.has_split(split) for split in splits):
             return self.cloud_store
+        self.cloud_store = self.anchor(self.source, splits, self.store_path)
+        if self.cloud_store.has_statistics:
+            self.latent_stats = (self.cloud_store.latent_mean, self.cloud_store.latent_std)
+        if "train" in splits:
+            self._log_fit_psnr()
+        return self.cloud_store
+
+    def anchor(self, source: ImageSource, splits: Sequence[str], path: Optional[str]) -> CloudStore:
+        """Fit ``splits`` of ``source`` with this config's decoder (pretrained from :attr:`source` on rank 0
+        when needed) into the store at ``path`` (default: keyed by source, field, fit and decoder)."""
         rank, world_size, barrier, device = self.distributed()
 
         def open_this_store() -> CloudStore:
-            return open_store(self.source, self.field, self.fit, self.decoder_path, self.root, self.store_path,
-                              self.shard_size)
+            return open_store(source, self.field, self.fit, self.decoder_path, self.root, path, self.shard_size)
 
         if "train" in splits:
             self.check_classes()
@@ -230,14 +266,7 @@ class ARCDataModule(ImageDataModule):
                 pretrain_stage(self.source, self.field, self.pretrain, self.decoder_path, device=device)
             open_this_store()  # created once, before the other ranks open it
         barrier()
-        store = open_this_store()
-        self.cloud_store = anchor_stage(self.source, self.field, self.fit, store, splits, rank, world_size, barrier,
-                                        device)
-        if self.cloud_store.has_statistics:
-            self.latent_stats = (self.cloud_store.latent_mean, self.cloud_store.latent_std)
-        if "train" in splits:
-            self._log_fit_psnr()
-        return self.cloud_store
+        return anchor_stage(source, self.field, self.fit, open_this_store(), splits, rank, world_size, barrier, device)
 
     def check_classes(self) -> None:
         """Raise when a class has no train image (an empty class folder, or a label only val/test has): a model
@@ -250,8 +279,9 @@ class ARCDataModule(ImageDataModule):
 
     @property
     def decoder_hash(self) -> Optional[str]:
-        """Content hash of the decoder the served clouds were fitted with (once the store is open)."""
-        return None if self.cloud_store is None else self.cloud_store.decoder_hash
+        """Content hash of the decoder the served clouds were fitted with (once a store is open)."""
+        store = self.cloud_store or self.test_store
+        return None if store is None else store.decoder_hash
 
     def _log_fit_psnr(self) -> None:
         """Log ``fit/psnr`` and a reconstruction panel of a few train clouds (rank 0, W&B)."""
