@@ -39,8 +39,7 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 class CloudStore:
     """A cloud store directory: its manifest and shards. Make one with :meth:`create_or_open` or :meth:`open`."""
 
-    # a shard's tensors in checksum order, and the remedies of arc.store.integrity's messages
-    tensor_names, record_hint = TENSORS, "run anchoring again to record it"
+    tensor_names, record_hint = TENSORS, "run anchoring again to record it"  # for arc.store.integrity
     repair_hint = property(lambda self: f"`arc store verify {self.path} --repair` drops it and the next anchoring run refits it")
 
     def __init__(self, path: str | os.PathLike, manifest: dict):
