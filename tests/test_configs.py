@@ -25,7 +25,8 @@ BASELINES = {  # configs/baselines/<name>.yaml -> (model, data module, optional 
     "cnn": (PixelCNNClassifier, PixelDataModule, None),
 }
 FRAGMENTS = ("base", "data")  # composed by the configs below, not run on their own
-CONFIGS = sorted(c for c in ROOT.rglob("*.yaml") if c.parent.name not in FRAGMENTS)
+GRIDS = "experiments"  # grid files of tools/experiment.py, not configs (tests/test_experiment_grids.py)
+CONFIGS = sorted(c for c in ROOT.rglob("*.yaml") if c.parent.name not in (*FRAGMENTS, GRIDS))
 CLASSIFIERS = sorted(ROOT.glob("*.yaml"))
 OFFLINE = ["--data.init_args.source", "digits", "--data.init_args.source_options", "{size: 16}",
            "--data.init_args.canvas", "null", "--data.init_args.root", "unused"]
