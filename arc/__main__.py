@@ -2,7 +2,7 @@
 
     arc fit --config demo                        # LightningCLI: fit, validate, test
     arc predict --model CKPT --input DIR --out preds.csv
-    arc anchor | reconstruct | export | store ...
+    arc anchor | reconstruct | export | store | experiment ...
 
 ``arc SUBCOMMAND --help`` shows a subcommand's options. Each subcommand's module is imported
 only when it runs, so ``arc --help`` stays fast and lists every subcommand of this install.
@@ -51,6 +51,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "anchor": (_anchor, "fit a dataset's clouds once (decoder and store) for later classifier runs"),
     "reconstruct": (_module_main("arc.reconstruct"), "render stored clouds and latent edits back to images"),
     "export": (_module_main("arc.export"), "write a checkpoint as a bundle to share (safetensors + JSON)"),
+    "experiment": (_module_main("arc.experiments.main"), "run a grid of training runs (settings x seeds) and tabulate "
+                   "them: arc experiment GRID.yaml [--parallel N] [--executor slurm]"),
     "store": (_module_main("arc.store.verify"), "check a cloud store's shards and statistics: arc store verify STORE [--repair]"),
 }
 

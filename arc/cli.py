@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import re
@@ -103,6 +104,7 @@ class ARCCLI(LightningCLI):
             log.info("writing predictions to %s", path)
 
     def after_fit(self) -> None:
+        self.fit_metrics = float_metrics(self.trainer.callback_metrics)  # testing replaces the val metrics
         testable = is_overridden("test_dataloader", self.datamodule) and is_overridden("test_step", self.model)
         if self.config.fit.get("test_after_fit", True) and testable:
             has_best = self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path
@@ -119,13 +121,29 @@ class ARCCLI(LightningCLI):
         self.end_run()
 
     def end_run(self) -> None:
-        """Print where the run's folder, checkpoint, predictions, store and W&B run are (rank 0), then close
+        """Write ``metrics.json`` and print where the run's folder, checkpoint, predictions, store and W&B run are (rank 0), then close
         the W&B run, so the next run in this process starts its own."""
         if self.trainer.global_rank == 0:
+            self.write_metrics()
             self.print_run_summary()
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 logger.experiment.finish()
+
+    def write_metrics(self) -> None:
+        """``<run>/metrics.json``: every float metric of the run (the fit's last val metrics, then what the last
+        stage logged), ``val/acc_best`` (the checkpoint's monitored best, named after its monitor),
+        ``params/classifier`` (trainable parameters) and the data module's ``representation_metrics()``."""
+        metrics = {**getattr(self, "fit_metrics", {}), **float_metrics(self.trainer.callback_metrics)}
+        checkpoint = self.trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_score is not None:
+            metrics[f"{checkpoint.monitor}_best"] = float(checkpoint.best_model_score)
+        metrics["params/classifier"] = float(sum(p.numel() for p in self.model.parameters() if p.requires_grad))
+        representation = getattr(self.datamodule, "representation_metrics", None)
+        if callable(representation):
+            metrics.update(representation())
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
 
     def print_run_summary(self) -> None:
         """The last lines of a run: where its folder, checkpoint, predictions, store and W&B run are."""
@@ -146,6 +164,12 @@ class ARCCLI(LightningCLI):
             if isinstance(logger, WandbLogger):
                 where["wandb"] = logger.experiment.url or Path(logger.experiment.dir).parent
         print("\n".join(f"{key + ':':<12} {value}" for key, value in where.items()), flush=True)
+
+
+def float_metrics(metrics: dict) -> dict[str, float]:
+    """The one-number entries of a trainer's ``callback_metrics`` as floats."""
+    return {name: float(value) for name, value in metrics.items()
+            if isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1)}
 
 
 def user_error(error: BaseException) -> BaseException:

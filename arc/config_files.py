@@ -57,7 +57,7 @@ def resolve_config_name(value: str) -> str:
         return str(root / f"{name}.yaml")
     known = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
     raise ComposeError(f"config {value!r} not found: no such file here and no packaged config of that name "
-                       f"(in {root}: {', '.join(n for n in known if not n.startswith(('base/', 'data/')))})")
+                       f"(in {root}: {', '.join(n for n in known if not n.startswith(('base/', 'data/', 'experiments/')))})")
 
 
 def expand_compose(args: list[str]) -> list[str]:

@@ -24,13 +24,13 @@ from arc.config_files import ComposeError, expand_compose, packaged_configs, res
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-OPTIONAL_IMPORTS = {"spconv": "spconv-cu120", "xgboost": "xgboost"}  # imported only when present (docs/architecture.md, Dependencies)
+OPTIONAL_IMPORTS = {"spconv": "spconv-cu120", "xgboost": "xgboost", "submitit": "submitit"}  # imported only when present (docs/architecture.md, Dependencies)
 
 
 def test_arc_help_lists_every_subcommand_on_a_line(capsys):
     assert arc_main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert list(SUBCOMMANDS) == ["fit", "validate", "test", "predict", "anchor", "reconstruct", "export", "store"]
+    assert list(SUBCOMMANDS) == ["fit", "validate", "test", "predict", "anchor", "reconstruct", "export", "experiment", "store"]
     for name in SUBCOMMANDS:
         assert re.search(rf"^  {name} +\S", out, re.M), out
     assert arc_main(["fitt"]) == 2 and "unknown subcommand 'fitt'" in capsys.readouterr().err

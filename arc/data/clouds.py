@@ -69,6 +69,11 @@ class CloudDataset(Dataset):
     def __len__(self) -> int:
         return int(self.labels.numel())
 
+    @property
+    def point_counts(self) -> Tensor:
+        """[B] int64: the number of latents of each cloud."""
+        return self._count
+
     def _points(self, k: int) -> tuple[Tensor, Tensor] | None:
         """(pos, lat) of shard k from the per-process cache, or None when the shard exceeds the budget."""
         if self._pid != os.getpid():

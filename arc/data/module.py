@@ -297,6 +297,19 @@ class ARCDataModule(ImageDataModule):
         log_reconstructions(trainer.loggers, decoder, collate_clouds([train[i] for i in shown]), self.field.spacing,
                             self.field.neighbours, key="fit/reconstruction", step=0, originals=originals)
 
+    def representation_metrics(self) -> dict[str, float]:
+        """How well and at what size the served clouds represent their images, over the store's recorded splits:
+        ``fit/psnr_mean`` (dB, mean over clouds), ``repr/latents_mean`` (latents per cloud) and
+        ``repr/params_per_sample`` (latents × latent dim); empty while no store is open or it holds no cloud."""
+        if self.cloud_store is None:
+            return {}
+        splits = [CloudDataset(self.cloud_store, split) for split in SPLITS if self.cloud_store.has_split(split)]
+        if not sum(len(split) for split in splits):
+            return {}
+        latents = torch.cat([split.point_counts for split in splits]).double().mean().item()
+        return {"fit/psnr_mean": torch.cat([split.psnr for split in splits]).double().mean().item(),
+                "repr/latents_mean": latents, "repr/params_per_sample": latents * self.field.latent_dim}
+
     def setup(self, stage: Optional[str] = None) -> None:
         self.prepare_clouds(self.stage_splits(stage))
 

@@ -1,0 +1,143 @@
+"""A grid file: a base config, seeds, shared overrides and the axes whose product makes the runs.
+
+    base: configs/demo.yaml            # a config file or a packaged config name (``demo``)
+    seeds: [0, 1]                      # training seeds (--seed_everything)
+    overrides: {data.init_args.batch_size: 64}   # applied to every run
+    grid:                              # the product of these lists: one cell per combination
+      trainer.max_epochs: [1, 2]
+    slurm: {slurm_partition: gpu, timeout_min: 60, gpus_per_node: 1}   # optional, submitit parameters
+
+:func:`load_grid` reads and checks a file; :func:`expand` turns it into :class:`Run` s, one per
+(cell, seed), each with the command line of one ``arc fit`` and a folder under the output directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arc.config_files import ComposeError, resolve_config_name
+
+__all__ = ["Grid", "GridError", "Run", "expand", "load_grid", "option_value"]
+
+KEYS = ("base", "seeds", "overrides", "grid", "slurm")
+
+
+class GridError(ValueError):
+    """A grid file that cannot describe runs: unknown keys, an empty axis, a missing base config."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A parsed grid file: ``base`` (a config path), ``seeds``, ``overrides`` and ``axes`` (key -> values)."""
+
+    path: Path
+    base: str
+    seeds: tuple[int, ...]
+    overrides: dict[str, Any]
+    axes: dict[str, list[Any]]
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: a grid ``cell`` (axis key -> value) and a ``seed``; ``args`` is its ``arc fit``
+    command line (without the subcommand) and ``root`` its folder (``trainer.default_root_dir``)."""
+
+    cell: dict[str, Any]
+    seed: int
+    slug: str
+    args: tuple[str, ...]
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.slug}/seed{self.seed}"
+
+
+def _mapping(content: dict, key: str, where: Path) -> dict[str, Any]:
+    value = content.get(key) or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise GridError(f"{where}: {key} must be a mapping of dotted option names to values, got {value!r}")
+    return value
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and check the grid file ``path``; :class:`GridError` names the first problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"grid file not found: {path}")
+    content = yaml.safe_load(path.read_text())
+    if not isinstance(content, dict):
+        raise GridError(f"{path}: a grid file is a mapping with the keys {', '.join(KEYS)}")
+    unknown = sorted(set(content) - set(KEYS))
+    if unknown:
+        raise GridError(f"{path}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(KEYS)})")
+    if not isinstance(content.get("base"), str):
+        raise GridError(f"{path}: base must name a config file or a packaged config (e.g. base: demo)")
+    try:
+        base = resolve_config_name(content["base"])
+    except ComposeError as error:
+        raise GridError(f"{path}: base: {error}") from None
+    if not Path(base).is_file():
+        raise GridError(f"{path}: base config not found: {content['base']}")
+    seeds = content.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise GridError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise GridError(f"{path}: seeds repeat: {seeds}")
+    axes = _mapping(content, "grid", path)
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise GridError(f"{path}: grid.{key} must be a non-empty list of values, got {values!r}")
+        if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+            raise GridError(f"{path}: grid.{key} repeats a value: {values}")
+    overrides = _mapping(content, "overrides", path)
+    both = sorted(set(overrides) & set(axes))
+    if both:
+        raise GridError(f"{path}: {', '.join(both)} is both an override and a grid axis; keep one")
+    return Grid(path, str(Path(base).resolve()), tuple(seeds), overrides, axes, _mapping(content, "slurm", path))
+
+
+def option_value(value: Any) -> str:
+    """A YAML value as one command-line word: strings as they are, anything else as JSON (which the parser reads)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _slug(cell: dict[str, Any], short: bool) -> str:
+    words = [f"{key.split('.')[-1] if short else key}={option_value(value)}" for key, value in cell.items()]
+    return re.sub(r"[^A-Za-z0-9._=,-]+", "-", ",".join(words)).strip("-")[:80] or "base"
+
+
+def _slugs(cells: list[dict[str, Any]]) -> list[str]:
+    """Folder names of the cells: the last part of each key with its value, longer only when needed to stay unique."""
+    for short in (True, False):
+        slugs = [_slug(cell, short) for cell in cells]
+        if len(set(slugs)) == len(slugs):
+            return slugs
+    return [f"{slug}-{hashlib.sha1(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:8]}"
+            for slug, cell in zip(slugs, cells)]
+
+
+def expand(grid: Grid, out: Path) -> list[Run]:
+    """The runs of ``grid``, cell by cell (the product of the axes in file order), seed by seed; each run's
+    folder is ``out/runs/<cell slug>/seed<S>``."""
+    keys = list(grid.axes)
+    cells = [dict(zip(keys, values)) for values in itertools.product(*(grid.axes[k] for k in keys))]
+    runs = []
+    for cell, slug in zip(cells, _slugs(cells)):
+        options = {**grid.overrides, **cell}
+        for seed in grid.seeds:
+            root = (out / "runs" / slug / f"seed{seed}").resolve()
+            args = ["--config", grid.base, "--seed_everything", str(seed)]
+            for key, value in options.items():
+                args += [f"--{key}", option_value(value)]
+            args += ["--trainer.default_root_dir", str(root)]
+            runs.append(Run(cell, seed, slug, tuple(args), root))
+    return runs

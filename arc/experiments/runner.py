@@ -1,0 +1,130 @@
+"""Execute runs: each one ``python -m arc fit ...`` in its own process (a crash or an out-of-memory kill
+ends that run only), its output in ``<run folder>/train.log``, its outcome in ``<run folder>/result.json``.
+
+A run whose ``result.json`` says ``ok`` is finished and never run again (resume). Chains of runs
+(see :mod:`arc.experiments.plan`) go to a launcher: :func:`run_chain` here, or a submitit job per
+chain (:class:`SubmititLauncher`: a Slurm cluster, or submitit's local executor); ``parallel``
+chains run at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from arc.experiments.grid import Run
+from arc.runs import RUN_DIR_ENV, next_run_dir
+
+__all__ = ["Launcher", "RunResult", "SubmititLauncher", "execute", "finished", "run_chain", "run_one"]
+
+RESULT, LOG, METRICS = "result.json", "train.log", "metrics.json"
+
+
+@dataclass
+class RunResult:
+    """What became of a run: ``status`` ok (this call), done (an earlier call) or failed; its ``seconds``,
+    ``metrics`` (from the run's ``metrics.json``), ``error`` (the log's last error line) and ``run_dir``."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    run_dir: str = ""
+
+
+Launcher = Callable[[Sequence[Run]], list[RunResult]]
+
+
+def finished(run: Run) -> Optional[RunResult]:
+    """The recorded result of ``run`` when an earlier call finished it (status ``done``), else None."""
+    path = run.root / RESULT
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return RunResult(**{**record, "status": "done"}) if record.get("status") == "ok" else None
+
+
+def last_error(log: Path) -> str:
+    """The last line of ``log`` that names an error, else its last non-empty line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    errors = [line for line in lines if "error" in line.lower() or line.startswith(("Killed", "Traceback"))]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def run_one(run: Run) -> RunResult:
+    """Train ``run`` in a child process; its metrics come from the run folder's ``metrics.json``."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    run_dir = next_run_dir(run.root)  # where the CLI will put this run (only this run writes under run.root)
+    env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
+    command = [sys.executable, "-m", "arc", "fit", *run.args]
+    start = time.perf_counter()
+    with open(run.root / LOG, "w") as log:
+        log.write(" ".join(command) + "\n")
+        log.flush()
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    seconds = time.perf_counter() - start
+    metrics_file = run_dir / METRICS
+    if code != 0 or not metrics_file.is_file():
+        error = last_error(run.root / LOG) if code != 0 else f"no {METRICS} in {run_dir}"
+        return RunResult(run.name, "failed", seconds, error=f"exit status {code}: {error}", run_dir=str(run_dir))
+    result = RunResult(run.name, "ok", seconds, json.loads(metrics_file.read_text()), run_dir=str(run_dir))
+    (run.root / RESULT).write_text(json.dumps(asdict(result), indent=1))
+    return result
+
+
+def run_chain(chain: Sequence[Run]) -> list[RunResult]:
+    """The runs of ``chain`` one after another (a failed one does not stop the next)."""
+    return [run_one(run) for run in chain]
+
+
+class SubmititLauncher:
+    """One submitit job per chain, on ``cluster`` ("slurm", or "local" for submitit's local executor);
+    ``parameters`` are submitit's (``timeout_min``, ``gpus_per_node``, ``slurm_partition``, ...)."""
+
+    def __init__(self, folder: Path, cluster: str, parameters: dict[str, Any]) -> None:
+        import submitit
+
+        self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        try:
+            self.executor.update_parameters(**{"timeout_min": 24 * 60, **parameters})
+        except (NameError, AssertionError, ValueError) as error:
+            raise ValueError(f"submitit parameters {parameters}: {error}") from None
+        self.lock = threading.Lock()  # one submission at a time
+
+    def __call__(self, chain: Sequence[Run]) -> list[RunResult]:
+        with self.lock:
+            job = self.executor.submit(run_chain, list(chain))
+        print(f"submitted job {job.job_id}: {', '.join(run.name for run in chain)}", flush=True)
+        try:
+            return job.result()
+        except Exception as error:  # the job itself failed (killed, timed out): its runs failed
+            message = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
+            return [RunResult(run.name, "failed", error=f"job {job.job_id}: {message}") for run in chain]
+
+
+def execute(chains: Sequence[Sequence[Run]], launch: Launcher, parallel: int,
+            report: Callable[[RunResult], None]) -> list[RunResult]:
+    """Run ``chains`` through ``launch``, ``parallel`` at once; ``report`` sees each result as its chain ends."""
+    results: list[RunResult] = []
+
+    def one(chain: Sequence[Run]) -> list[RunResult]:
+        done = launch(chain)
+        for result in done:
+            report(result)
+        return done
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        for done in pool.map(one, chains):
+            results.extend(done)
+    return results
