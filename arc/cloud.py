@@ -20,13 +20,13 @@ class CloudError(ValueError):
 
 @dataclass
 class CloudBatch:
-    """B clouds with N points in total.
+    """B clouds with N points in total, of samples with D spatial axes (images: D = 2).
 
-    pos: [N, 2] float32, (row, col) in pixel units, origin top-left.
+    pos: [N, D] float32, in sample units along the spatial axes (images: (row, col) in pixel units, origin top-left).
     lat: [N, z] float32 latent vectors.
     offset: [B] int64, cumulative point counts (end index of each cloud).
     label: [B] int64, or [B, classes] float for mixed targets.
-    size: [B, 2] int64, image (H, W).
+    size: [B, D] int64, the sample shape S (images: (H, W)).
     index: [B] int64, the image's index in its source split.
     colour_mean, colour_std: [B, C] float32, the colour transform used at fitting.
     """
@@ -46,6 +46,11 @@ class CloudBatch:
     @property
     def num_points(self) -> int:
         return int(self.pos.shape[0])
+
+    @property
+    def dims(self) -> int:
+        """D, the spatial dimensions of the clouds' samples."""
+        return int(self.pos.shape[1])
 
     @property
     def device(self) -> torch.device:
@@ -90,11 +95,11 @@ class CloudBatch:
         return self.select([i])
 
     @classmethod
-    def empty(cls, latent_dim: int, channels: int) -> "CloudBatch":
-        """A batch of zero clouds with z = ``latent_dim`` and ``channels`` colour channels."""
+    def empty(cls, latent_dim: int, channels: int, dims: int = 2) -> "CloudBatch":
+        """A batch of zero clouds with z = ``latent_dim``, ``channels`` colour channels and D = ``dims``."""
         long = torch.zeros(0, dtype=torch.long)
-        return cls(pos=torch.zeros(0, 2), lat=torch.zeros(0, latent_dim), offset=long, label=long,
-                   size=torch.zeros(0, 2, dtype=torch.long), index=long, colour_mean=torch.zeros(0, channels),
+        return cls(pos=torch.zeros(0, dims), lat=torch.zeros(0, latent_dim), offset=long, label=long,
+                   size=torch.zeros(0, dims, dtype=torch.long), index=long, colour_mean=torch.zeros(0, channels),
                    colour_std=torch.zeros(0, channels))
 
     @classmethod
@@ -117,8 +122,10 @@ class CloudBatch:
     def validate(self) -> "CloudBatch":
         """Raise :class:`CloudError` with one clear message if the batch breaks the contract."""
         b = len(self)
-        if self.pos.ndim != 2 or self.pos.shape[1] != 2:
-            raise CloudError(f"pos must be [N, 2], got {tuple(self.pos.shape)}")
+        if self.pos.ndim != 2 or self.pos.shape[1] not in (1, 2, 3):
+            raise CloudError(f"pos must be [N, D] with D in 1..3, got {tuple(self.pos.shape)}")
+        if self.size.ndim != 2 or self.size.shape[1] != self.pos.shape[1]:
+            raise CloudError(f"size must be [B, D] with the D of pos [N, {self.pos.shape[1]}], got {tuple(self.size.shape)}")
         if self.lat.ndim != 2 or self.lat.shape[0] != self.pos.shape[0]:
             raise CloudError(f"lat must be [N, z] with N = {self.pos.shape[0]}, got {tuple(self.lat.shape)}")
         if self.offset.dtype != torch.int64 or self.offset.ndim != 1:

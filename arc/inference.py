@@ -290,7 +290,7 @@ def from_checkpoint(path: str | os.PathLike, device: torch.device | str | None =
                              "before they were stored or without an ARC datamodule; save it again with this version")
     try:
         meta = DecoderMeta.from_json(record["decoder_header"])
-        decoder = Decoder(meta.latent_dim, meta.neighbours, meta.channels, meta.offset_scale)
+        decoder = Decoder(meta.latent_dim, meta.neighbours, meta.channels, meta.offset_scale, meta.dims)
         decoder.load_state_dict(record["decoder"], strict=True)
     except (KeyError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{path}: the decoder in the checkpoint is broken ({_line(err)})") from err

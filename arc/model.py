@@ -197,8 +197,11 @@ class ARCModel(nn.Module):
         return batch
 
     def classify(self, pos: Tensor, feat: Tensor, offset: Tensor) -> Tensor:
-        """[B, classes] logits from positions [N, 2] (row, col) [px], normalised latents [N, z] and offsets [B]."""
-        coord = torch.cat([pos.float(), pos.new_zeros(pos.shape[0], 1, dtype=torch.float32)], dim=1)
+        """[B, classes] logits from positions [N, D] (images: (row, col) [px]; D <= 3), normalised latents [N, z] and
+        offsets [B]. PTv3 reads 3-D coordinates: pos padded with zero columns (a 2-D cloud at z = 0, a 1-D one on a line)."""
+        if pos.ndim != 2 or not 1 <= pos.shape[1] <= 3:
+            raise CloudError(f"positions must be [N, D] with D in 1..3, got {tuple(pos.shape)}")
+        coord = torch.cat([pos.float(), pos.new_zeros(pos.shape[0], 3 - pos.shape[1], dtype=torch.float32)], dim=1)
         point = self.backbone(dict(coord=coord, feat=feat.float(), offset=offset))
         return self.head(mean_pool(point.feat, point.offset))
 

@@ -25,13 +25,13 @@ from tqdm.auto import tqdm
 
 from arc.cloud import CloudBatch
 from arc.data.sources import SPLITS, ImageReadError, ImageSource, ImageSplit
-from arc.field.colour import check_image
+from arc.field.colour import check_sample
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decoder import Decoder, DecoderMeta, load_decoder, save_decoder
 from arc.field.errors import DecoderFileError, FieldInputError
 from arc.field.fitting import fit_clouds, intra_op_threads
 from arc.field.pretraining import pretrain_decoder
-from arc.field.sampling import latent_count
+from arc.field.sampling import sample_latent_count
 from arc.store import CloudStore, StoreError, decoder_key, default_store_dir, latent_statistics, store_key
 from arc.store.integrity import split_changed, verify_shard
 from arc.store import default_decoder_path as keyed_decoder_path
@@ -65,8 +65,8 @@ def read_fittable(split: ImageSplit, i: int, field: FieldConfig) -> tuple[torch.
     """Image ``i`` of ``split`` and its label; ``SkippedImage`` when it cannot be read or fitted."""
     try:
         image, label = split[i]
-        check_image(image)
-        latent_count(image.shape[1], image.shape[2], 0, field)  # fewer pixels than neighbours
+        check_sample(image)
+        sample_latent_count(image.shape[1:], 0, field)  # fewer points than neighbours
     except (ImageReadError, FieldInputError) as error:
         raise SkippedImage(f"{split.name} image {i}: {error}") from error
     return image, label
@@ -160,13 +160,14 @@ def open_store(
     """Create or reopen the store keyed by (source identity, field, fit, decoder hash)."""
     _, meta = load_decoder(decoder_path)
     fit_settings = {name: value for name, value in asdict(fit).items() if name != "pixel_budget"}  # memory, not maths
-    key = store_key(source.identity, asdict(field), fit_settings, meta.hash)
+    key = store_key(source.identity, asdict(field), fit_settings, meta.hash, meta.dims)
     directory = Path(path) if path is not None else default_store_dir(store_root, source.spec, key)
     return CloudStore.create_or_open(directory, {
         "source": source.identity,
         "field": asdict(field),
         "fit": fit_settings,
-        "spacing": field.spacing,
+        "spacing": field.spacing_for(meta.dims),
+        "dims": meta.dims,  # the decoder's: the samples' spatial dimensions
         "decoder_hash": meta.hash,
         "decoder_path": os.path.relpath(Path(decoder_path).resolve(), directory.resolve()),  # moves with the data root
         "shard_size": shard_size,
@@ -192,7 +193,7 @@ def _fit_shard(
         labels.append(label)
         kept.append(i)
     if not kept:
-        store.write_shard(split_name, shard, CloudBatch.empty(field.latent_dim, source.channels), torch.zeros(0), skipped)
+        store.write_shard(split_name, shard, CloudBatch.empty(field.latent_dim, source.channels, store.dims), torch.zeros(0), skipped)
         with lock:
             bar.update(len(skipped) * fit.steps)
         return 0, 0.0

@@ -1,14 +1,14 @@
 """The INR: position sampling, neighbour index, decoder, batched decode and fitting (pure PyTorch)."""
-from arc.field.colour import from_fit_space, to_fit_space
+from arc.field.colour import check_sample, from_fit_space, to_fit_space
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decode import decode_queries, render
 from arc.field.decoder import Decoder, DecoderMeta, decoder_hash, load_decoder, save_decoder
 from arc.field.errors import DecoderFileError, FieldInputError
 from arc.field.fitting import FitResult, LatentGradient, fit_clouds, fit_group, pack_groups
 from arc.field.group import FieldGroup, Pass
-from arc.field.neighbours import nearest_latents, pixel_grid, pixel_neighbours
+from arc.field.neighbours import nearest_latents, pixel_grid, pixel_neighbours, sample_grid, sample_neighbours
 from arc.field.pretraining import JointTraining, new_decoder, pretrain_decoder
-from arc.field.sampling import gradient_norm, latent_count, sample_positions
+from arc.field.sampling import gradient_norm, latent_count, sample_latent_count, sample_positions
 
 __all__ = [
     "Decoder",
@@ -23,6 +23,7 @@ __all__ = [
     "LatentGradient",
     "Pass",
     "PretrainConfig",
+    "check_sample",
     "decode_queries",
     "decoder_hash",
     "fit_clouds",
@@ -38,6 +39,9 @@ __all__ = [
     "pixel_neighbours",
     "pretrain_decoder",
     "render",
+    "sample_grid",
+    "sample_latent_count",
+    "sample_neighbours",
     "sample_positions",
     "save_decoder",
     "to_fit_space",

@@ -82,16 +82,29 @@ class FieldConfig:
 
     @property
     def spacing(self) -> float:
-        """s [pixels], the dataset constant that divides the decoder's offsets (unused when per_image).
+        """s [pixels] of images (D = 2): :meth:`spacing_for` (2)."""
+        return self.spacing_for(2)
 
-        s = offset_scale when that is a number; else the expected latent spacing 1/sqrt(latents_per_pixel),
-        or sqrt(reference_pixels / latent_count) when latent_count is set.
+    def spacing_for(self, dims: int) -> float:
+        """s [sample units], the dataset constant that divides the decoder's offsets of D-dimensional samples
+        (unused when per_image).
+
+        s = offset_scale when that is a number; else the expected latent spacing, the D-th root of the
+        sample points per latent: (1 / latents_per_pixel)^(1/D), or (reference_pixels / latent_count)^(1/D)
+        when latent_count is set (reference_pixels then counts the points of a reference sample).
         """
+        if dims not in (1, 2, 3):
+            raise ValueError(f"a sample has 1, 2 or 3 spatial dimensions, got {dims}")
         if not isinstance(self.offset_scale, str):
             return self.offset_scale
         if self.latent_count is not None:
-            return math.sqrt(self.reference_pixels / self.latent_count)
-        return 1.0 / math.sqrt(self.latents_per_pixel)
+            return _root(self.reference_pixels / self.latent_count, dims)
+        return 1.0 / _root(self.latents_per_pixel, dims)
+
+
+def _root(x: float, dims: int) -> float:
+    """x^(1/dims) by the exact library root (math.sqrt for D = 2, so 2-D spacings keep their bits)."""
+    return (x, math.sqrt(x), math.cbrt(x))[dims - 1]
 
 
 def _check_common(block: str, steps: int, lr: float, pixel_fraction: float) -> None:

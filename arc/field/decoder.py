@@ -1,9 +1,11 @@
-"""The shared decoder: an MLP [n(z+2), n(z+2), C] with ReLU, and its safetensors checkpoint with its record.
+"""The shared decoder: an MLP [n(z+D), n(z+D), C] with ReLU, and its safetensors checkpoint with its record.
 
 Input per query (the layout of the original code): the n nearest latents,
-nearest first (n*z values), then the n offsets (d_row, d_col) = (latent - query) / s, or
-standardised per image when the decoder's ``offset_scale`` is "per_image" (the checkpoint
-records it; the content hash covers it when it is not the default "spacing").
+nearest first (n*z values), then the n offsets (latent - query) / s of D values each (images,
+D = 2: (d_row, d_col)), or standardised per image when the decoder's ``offset_scale`` is
+"per_image". The checkpoint records both; the content hash covers the offset scale when it is
+not the default "spacing" and D when it is not 2, so the hashes of 2-D "spacing" decoders are
+those of before either option.
 """
 from __future__ import annotations
 
@@ -25,22 +27,28 @@ from arc.files import atomic_write
 
 FORMAT = "arc-decoder/1"
 OFFSET_SCALES = ("spacing", "per_image")
+DIMS = (1, 2, 3)
 
 
 class Decoder(nn.Module):
-    """Linear(F, F) -> ReLU -> Linear(F, C) with F = n * (z + 2); PyTorch default init.
+    """Linear(F, F) -> ReLU -> Linear(F, C) with F = n * (z + D); PyTorch default init.
 
     ``offset_scale`` is how its input offsets are scaled: "spacing" (divided by one dataset constant s)
-    or "per_image" (``FieldConfig.offset_mode``).
+    or "per_image" (``FieldConfig.offset_mode``); ``dims`` is D, the spatial dimensions of the samples
+    it decodes (images: 2), so each offset has D values.
     """
 
-    def __init__(self, latent_dim: int = 32, neighbours: int = 4, channels: int = 1, offset_scale: str = "spacing") -> None:
+    def __init__(self, latent_dim: int = 32, neighbours: int = 4, channels: int = 1, offset_scale: str = "spacing",
+                 dims: int = 2) -> None:
         super().__init__()
         if latent_dim < 1 or neighbours < 1 or channels < 1:
             raise ValueError(f"latent_dim, neighbours and channels must be >= 1, got {latent_dim}, {neighbours}, {channels}")
         if offset_scale not in OFFSET_SCALES:
             raise ValueError(f"offset_scale must be one of {OFFSET_SCALES}, got {offset_scale!r}")
+        if dims not in DIMS:
+            raise ValueError(f"dims must be one of {DIMS}, got {dims!r}")
         self.offset_scale = offset_scale
+        self.dims = int(dims)
         self.latent_dim = int(latent_dim)
         self.neighbours = int(neighbours)
         self.channels = int(channels)
@@ -50,10 +58,10 @@ class Decoder(nn.Module):
 
     @property
     def in_features(self) -> int:
-        return self.neighbours * (self.latent_dim + 2)
+        return self.neighbours * (self.latent_dim + self.dims)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x [..., n(z+2)] -> [..., C] (fit colour space)."""
+        """x [..., n(z+D)] -> [..., C] (fit colour space)."""
         return self.out(torch.relu(self.hidden(x)))
 
 
@@ -64,10 +72,13 @@ def _state_bytes(decoder: Decoder) -> bytes:
 
 def decoder_hash(decoder: Decoder) -> str:
     """sha256 (hex) of the decoder's float32 state dict serialised by safetensors, then of its offset
-    scale when that is not "spacing" (so default hashes are those of before the option); stable across save/load."""
+    scale when that is not "spacing" and of its D when that is not 2 (so 2-D default hashes are those of
+    before these options); stable across save/load."""
     digest = hashlib.sha256(_state_bytes(decoder))
     if decoder.offset_scale != "spacing":
         digest.update(f"offset_scale={decoder.offset_scale}".encode())
+    if decoder.dims != 2:
+        digest.update(f"dims={decoder.dims}".encode())
     return digest.hexdigest()
 
 
@@ -76,7 +87,7 @@ class DecoderMeta:
     """The record saved next to a decoder's weights (the safetensors header) and read back by :func:`load_decoder`.
 
     The decoder's own description: ``latent_dim`` z, ``neighbours`` n, ``channels`` C, ``offset_scale``
-    ("spacing" | "per_image") and ``hash`` (:func:`decoder_hash`). Where it came from (None when unknown):
+    ("spacing" | "per_image"), ``hash`` (:func:`decoder_hash`) and ``dims`` D (images: 2). Where it came from (None when unknown):
     ``source`` (spec), ``source_hash`` (short hash of the source identity), ``images`` (pretraining
     images), ``psnr_mean`` (their mean PSNR after pretraining, dB, kept to 4 decimals); ``extra``: any
     other JSON values (e.g. the settings of a benchmark case).
@@ -92,19 +103,21 @@ class DecoderMeta:
     images: int | None = None
     psnr_mean: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    dims: int = 2
 
     @classmethod
     def of(cls, decoder: Decoder, **provenance: Any) -> "DecoderMeta":
-        """The record of ``decoder`` (its sizes and hash) with the given provenance fields."""
+        """The record of ``decoder`` (its sizes, D and hash) with the given provenance fields."""
         return cls(decoder.latent_dim, decoder.neighbours, decoder.channels, decoder.offset_scale,
-                   decoder_hash(decoder), **provenance)
+                   decoder_hash(decoder), dims=decoder.dims, **provenance)
 
     def describes(self, decoder: Decoder) -> bool:
-        """Whether this record's sizes, offset scale and hash are those of ``decoder``."""
-        return astuple(DecoderMeta.of(decoder))[:5] == astuple(self)[:5]
+        """Whether this record's sizes, offset scale, D and hash are those of ``decoder``."""
+        mine = DecoderMeta.of(decoder)
+        return astuple(mine)[:5] == astuple(self)[:5] and mine.dims == self.dims
 
     def to_json(self) -> dict[str, str]:
-        """The safetensors header: format, sizes, offset scale and hash as strings, the provenance as one JSON
+        """The safetensors header: format, sizes, offset scale, D and hash as strings, the provenance as one JSON
         string under "meta" (sorted keys; ``psnr_mean`` as "%.4f"; unknown fields left out)."""
         provenance = {"source": self.source, "source_hash": self.source_hash, "images": self.images,
                       "psnr_mean": None if self.psnr_mean is None else f"{self.psnr_mean:.4f}"}
@@ -115,13 +128,15 @@ class DecoderMeta:
             "neighbours": str(self.neighbours),
             "channels": str(self.channels),
             "offset_scale": self.offset_scale,
+            "dims": str(self.dims),
             "hash": self.hash,
             "meta": json.dumps(provenance, sort_keys=True),
         }
 
     @classmethod
     def from_json(cls, header: Mapping[str, str]) -> "DecoderMeta":
-        """Inverse of :meth:`to_json`. Headers written before ``offset_scale`` existed are "spacing"; the
+        """Inverse of :meth:`to_json`. Headers written before ``offset_scale`` existed are "spacing", before
+        ``dims`` 2 (images); the
         provenance of files written by the former Lightning pretraining (images and PSNR as strings, a
         "pretrain" string) is read too, unknown keys go to ``extra``. KeyError/ValueError on a broken header."""
         if header.get("format") != FORMAT:
@@ -132,7 +147,7 @@ class DecoderMeta:
             int(header["latent_dim"]), int(header["neighbours"]), int(header["channels"]),
             header.get("offset_scale", "spacing"), header["hash"], source=extra.pop("source", None),
             source_hash=extra.pop("source_hash", None), images=None if images is None else int(images),
-            psnr_mean=None if psnr_mean is None else float(psnr_mean), extra=extra,
+            psnr_mean=None if psnr_mean is None else float(psnr_mean), extra=extra, dims=int(header.get("dims", "2")),
         )
 
 
@@ -167,7 +182,7 @@ def load_decoder(path: str | os.PathLike, device: torch.device | str = "cpu") ->
         raise DecoderFileError(f"{path} is not an arc decoder checkpoint (format {header.get('format')!r})")
     try:
         meta = DecoderMeta.from_json(header)
-        decoder = Decoder(meta.latent_dim, meta.neighbours, meta.channels, meta.offset_scale)
+        decoder = Decoder(meta.latent_dim, meta.neighbours, meta.channels, meta.offset_scale, meta.dims)
         decoder.load_state_dict(tensors, strict=True)
     except (KeyError, ValueError, RuntimeError) as err:
         raise DecoderFileError(f"{path} has inconsistent decoder metadata or tensors: {err}") from err

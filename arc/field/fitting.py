@@ -140,16 +140,17 @@ def fit_group(
         ) from error
 
 
-def pack_groups(sizes: Sequence[tuple[int, int]], pixel_fraction: float, pixel_budget: int) -> list[list[int]]:
-    """Consecutive image numbers packed so each group's per-step supervised pixels fit the budget.
+def pack_groups(sizes: Sequence[Sequence[int]], pixel_fraction: float, pixel_budget: int) -> list[list[int]]:
+    """Consecutive image numbers packed so each group's per-step supervised pixels fit the budget
+    (``sizes``: each sample's shape S, an image's (H, W)).
 
     An image whose own chunk exceeds the budget gets a group of its own (its steps are
     split into passes).
     """
     groups: list[list[int]] = []
     load = 0
-    for i, (height, width) in enumerate(sizes):
-        m = chunk_size(int(height) * int(width), pixel_fraction)
+    for i, shape in enumerate(sizes):
+        m = chunk_size(math.prod(int(v) for v in shape), pixel_fraction)
         if groups and load + m <= pixel_budget:
             groups[-1].append(i)
             load += m
@@ -171,7 +172,8 @@ def fit_clouds(
     progress: Optional[Progress] = None,
     on_step: Optional[Callable[[int], None]] = None,
 ) -> FitResult:
-    """Fit one latent cloud per image [C, H, W] in [0, 1] against the frozen ``decoder``.
+    """Fit one latent cloud per image [C, H, W] in [0, 1] against the frozen ``decoder``; in general per sample
+    [C, *S] with D = len(S) = ``decoder.dims`` spatial axes.
 
     Seeds come from (fit.seed, split, indices[i]); labels default to -1. ``progress(images_done,
     psnr_of_that_group)`` is called after every group, in order, and ``on_step(images_in_group)``
@@ -185,8 +187,9 @@ def fit_clouds(
     if not images:
         raise FieldInputError("fit_clouds needs at least one image")
     for im in images:
-        if im.ndim != 3 or im.shape[0] != decoder.channels:
-            raise FieldInputError(f"an image of shape {tuple(im.shape)} does not match a {decoder.channels}-channel decoder")
+        if im.ndim != decoder.dims + 1 or im.shape[0] != decoder.channels:
+            raise FieldInputError(f"a sample of shape {tuple(im.shape)} does not match a {decoder.channels}-channel "
+                                  f"decoder of {decoder.dims}-D samples ([C, *S] with {decoder.dims} axes in S)")
     if (decoder.latent_dim, decoder.neighbours, decoder.offset_scale) != (field.latent_dim, field.neighbours, field.offset_mode):
         raise FieldInputError(
             f"decoder (z={decoder.latent_dim}, n={decoder.neighbours}, offsets {decoder.offset_scale}) does not "
@@ -206,11 +209,11 @@ def fit_clouds(
         psnr = fit_group(group, decoder, fit, on_step)
         return group.clouds(labels=None if labels is None else [labels[i] for i in members]), psnr
 
-    sizes = [tuple(im.shape[1:]) for im in images]
+    sizes = [tuple(im.shape[1:]) for im in images]  # the shapes S
     workers = torch.get_num_threads() if device.type == "cpu" else 1
     budget = fit.pixel_budget
     if workers > 1:  # at least one group per worker (packing does not change the results)
-        step_pixels = sum(chunk_size(int(h) * int(w), fit.pixel_fraction) for h, w in sizes)
+        step_pixels = sum(chunk_size(math.prod(shape), fit.pixel_fraction) for shape in sizes)
         budget = min(budget, max(1, math.ceil(step_pixels / workers)))
     groups = pack_groups(sizes, fit.pixel_fraction, budget)
     workers = min(workers, len(groups))  # a single (large) group keeps the multi-threaded kernels

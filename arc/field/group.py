@@ -1,5 +1,8 @@
 """A prepared group of images fitted together: the building block of fitting and decoder pretraining.
 
+Images stand for samples [C, *S] with D = len(S) in 1..3 spatial axes (one D per group); a
+"pixel" is a point of a sample's grid, positions and offsets have D coordinates.
+
 Per image (prepared by :func:`~arc.field.prepare.prepare_images`) the group
 holds its fit-space target, latent positions, pixel neighbour index and colour
 transform. All latents of the group live in one flat [K, z] tensor, so a
@@ -63,8 +66,8 @@ class FieldGroup:
     """Images prepared for joint fitting on ``device``.
 
     Attributes: ``latents`` [K, z] (leaf, requires_grad), ``latent_offset`` [B] (cumulative
-    latent counts), ``pos`` [K, 2], ``sizes`` [B, 2], ``mean``/``std`` [B, C]; the pixel
-    table ``nbr`` [T, n] (global latent index, int32), ``off`` [T, 2n] offsets / s (or standardised
+    latent counts), ``pos`` [K, D], ``sizes`` [B, D] (shapes S), ``dims`` D, ``mean``/``std`` [B, C]; the pixel
+    table ``nbr`` [T, n] (global latent index, int32), ``off`` [T, nD] offsets / s (or standardised
     per image, ``field.offset_scale``), ``target`` [T, C] fit space, ``weight`` [T, 1] = 1 / (chunk
     pixels * C), ``image`` [T] image number, ``pixel`` [T] row-major pixel index within its image.
     T = total pixels.
@@ -88,7 +91,7 @@ class FieldGroup:
             raise FieldInputError("a field group needs at least one image")
         if len(images) != len(indices):
             raise FieldInputError(f"{len(images)} images but {len(indices)} source indices")
-        channels = {int(im.shape[0]) if im.ndim == 3 else -1 for im in images}
+        channels = {int(im.shape[0]) if im.ndim >= 2 else -1 for im in images}
         if len(channels) != 1:
             raise FieldInputError(f"all images of a group must have the same channel count, got {sorted(channels)}")
         self.field = field
@@ -101,7 +104,8 @@ class FieldGroup:
         return len(self.indices)
 
     def _build(self, prepared: PreparedImages, pixel_fraction: float) -> None:
-        n, s = self.field.neighbours, self.field.spacing
+        self.dims = prepared.dims
+        n, s = self.field.neighbours, self.field.spacing_for(self.dims)
         batch = len(self.indices)
         self.latent_offset = torch.cumsum(prepared.latent_counts, 0)
         self.channels = prepared.target.shape[1]
@@ -129,9 +133,13 @@ class FieldGroup:
         row = pixel_start[image] + pixel
         latent_start = self.latent_offset - prepared.latent_counts
         nbr = prepared.nbr[row] + latent_start[image, None]  # [T, n] global latent index
-        width = prepared.sizes[image, 1]
-        query = torch.stack([pixel // width, pixel % width], 1).float()
-        raw = (prepared.pos[nbr] - query[:, None, :]).reshape(-1, 2 * n)  # latent - pixel [px]
+        coords, rest = [], pixel  # the pixel's grid coordinates, last axis first (row-major)
+        for axis in range(self.dims - 1, 0, -1):
+            size = prepared.sizes[image, axis]
+            coords.append(rest % size)
+            rest = rest // size
+        query = torch.stack([rest, *coords[::-1]], 1).float()
+        raw = (prepared.pos[nbr] - query[:, None, :]).reshape(-1, self.dims * n)  # latent - pixel [px]
         if self.field.offset_mode == "per_image":
             mean, std = offset_statistics(raw, image, batch)
             off = standardise(raw, mean[image, None], std[image, None])
@@ -169,7 +177,7 @@ class FieldGroup:
         return _split(0, self.num_pixels, self.pixel_budget)
 
     def inputs(self, latents: Tensor, piece: Pass) -> Tensor:
-        """Decoder input of the pass's pixels -> [M, n(z+2)] (latents nearest-first, then offsets)."""
+        """Decoder input of the pass's pixels -> [M, n(z+D)] (latents nearest-first, then offsets)."""
         sl = slice(piece.start, piece.stop)
         gathered = latents.index_select(0, self.nbr[sl].reshape(-1)).reshape(piece.size, -1)
         return torch.cat([gathered, self.off[sl].to(gathered.dtype)], dim=1)
@@ -197,7 +205,7 @@ class FieldGroup:
             pred = (self.predict(decoder, latents, piece) * std + mean).clamp(0.0, 1.0)
             truth = self.target[sl] * std + mean
             squared.index_add_(0, img, (pred - truth).square().sum(1).double())
-        pixels = (self.sizes[:, 0] * self.sizes[:, 1] * self.channels).to(self.device)
+        pixels = (self.sizes.prod(dim=1) * self.channels).to(self.device)
         mse = (squared / pixels).clamp_min(MIN_MSE)
         return (-10.0 * torch.log10(mse)).float().cpu()
 

@@ -1,5 +1,7 @@
 """The indexing function U_n: the n nearest latents of each query, ordered by (distance, latent index).
 
+Positions and queries are [*, D] points (D = 1, 2 or 3 spatial axes; images: (row, col)).
+
 Ties are frequent on integer lattices, so the order is made exact and
 deterministic: squared distances are computed in float64 (float32 where
 they are small integers, which is exact) and sorted lexicographically with
@@ -8,6 +10,8 @@ whose tie set at the n-th distance could reach past the candidates are
 re-queried with a ball query that returns every latent at that distance.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,8 +26,8 @@ BRUTE_FORCE_CHUNK = 1 << 20  # distance entries per block (cache-sized)
 
 
 def _check(pos: Tensor, queries: Tensor, n: int) -> None:
-    if pos.ndim != 2 or pos.shape[1] != 2 or queries.ndim != 2 or queries.shape[1] != 2:
-        raise FieldInputError(f"positions and queries must be [*, 2], got {tuple(pos.shape)} and {tuple(queries.shape)}")
+    if pos.ndim != 2 or queries.ndim != 2 or pos.shape[1] != queries.shape[1] or pos.shape[1] not in (1, 2, 3):
+        raise FieldInputError(f"positions and queries must be [*, D] with one D in 1..3, got {tuple(pos.shape)} and {tuple(queries.shape)}")
     if pos.shape[0] < n:
         raise FieldInputError(f"a cloud with {pos.shape[0]} latents cannot give {n} neighbours per query")
     if not bool(torch.isfinite(pos).all()) or not bool(torch.isfinite(queries).all()):
@@ -31,13 +35,13 @@ def _check(pos: Tensor, queries: Tensor, n: int) -> None:
 
 
 def _brute_force(pos: Tensor, queries: Tensor, n: int) -> Tensor:
-    """Exact neighbours of queries [Q, 2] among pos [..., k, 2] (float64) -> [..., Q, n].
+    """Exact neighbours of queries [Q, D] among pos [..., k, D] (float64) -> [..., Q, n].
 
     On integer coordinates the key d2 * k + index is an exact, unique (distance, index) key:
     computed in float32 when it stays below 2^24, else in float64.
     """
-    lead, k = pos.shape[:-2], pos.shape[-2]
-    pos = pos.reshape(-1, k, 2)  # [B, k, 2]
+    lead, (k, dims) = pos.shape[:-2], pos.shape[-2:]
+    pos = pos.reshape(-1, k, dims)  # [B, k, D]
     chunk = max(1, BRUTE_FORCE_CHUNK // (k * pos.shape[0]))
     integer = bool((pos == pos.round()).all()) and bool((queries == queries.round()).all())
     extent = torch.maximum(pos.amax((0, 1)), queries.amax(0)) - torch.minimum(pos.amin((0, 1)), queries.amin(0))
@@ -47,7 +51,9 @@ def _brute_force(pos: Tensor, queries: Tensor, n: int) -> Tensor:
     rank = torch.arange(k, dtype=dtype, device=pos.device)
     out = []
     for q in queries.split(chunk):
-        d2 = (pos[:, None, :, 0] - q[None, :, None, 0]).square() + (pos[:, None, :, 1] - q[None, :, None, 1]).square()
+        d2 = (pos[:, None, :, 0] - q[None, :, None, 0]).square()
+        for axis in range(1, dims):
+            d2 = d2 + (pos[:, None, :, axis] - q[None, :, None, axis]).square()
         if integer and key_bound < 2.0**52:
             out.append(torch.topk(d2 * k + rank, n, dim=-1, largest=False, sorted=True).indices)
         else:
@@ -58,7 +64,9 @@ def _brute_force(pos: Tensor, queries: Tensor, n: int) -> Tensor:
 def _exact_order(pos: np.ndarray, q: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort candidate rows [R, c] by (float64 squared distance, index); return (indices, d2)."""
     d = pos[cand] - q[:, None, :]
-    d2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
+    d2 = d[..., 0] * d[..., 0]
+    for axis in range(1, d.shape[-1]):
+        d2 = d2 + d[..., axis] * d[..., axis]
     k = pos.shape[0]
     if np.isfinite(d2).all() and float(d2.max(initial=0.0)) * k < 2.0**62 and (d2 == np.round(d2)).all():
         key = np.sort(d2.astype(np.int64) * k + cand, axis=1)  # integer distances: one exact, unique key
@@ -86,13 +94,13 @@ def _tree_chunk(tree: cKDTree, pos: np.ndarray, q: np.ndarray, n: int, extra: in
         padded = np.full((redo.size, width), k, dtype=np.int64)  # index k: a sentinel point at infinity
         for row, members in enumerate(balls):
             padded[row, : len(members)] = members
-        far = np.vstack([pos, np.full((1, 2), np.inf)])
+        far = np.vstack([pos, np.full((1, pos.shape[1]), np.inf)])
         out[redo] = _exact_order(far, q[redo], padded)[0][:, :n]
     return out
 
 
 def nearest_latents(pos: Tensor, queries: Tensor, n: int, extra: int = 4) -> Tensor:
-    """For each query [Q, 2] the indices of its n nearest latents pos [k, 2] -> [Q, n] int64 (CPU).
+    """For each query [Q, D] the indices of its n nearest latents pos [k, D] -> [Q, n] int64 (CPU).
 
     Rows are sorted by (Euclidean distance, latent index); distances use float64.
     """
@@ -110,33 +118,45 @@ def nearest_latents(pos: Tensor, queries: Tensor, n: int, extra: int = 4) -> Ten
     return torch.from_numpy(out)
 
 
+def sample_grid(shape: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
+    """The row-major grid of a sample of spatial shape S -> [prod(S), D] float32 (an image's (row, col))."""
+    axes = [torch.arange(int(size), device=device, dtype=torch.float32) for size in shape]
+    return torch.cartesian_prod(*axes).reshape(-1, len(axes))
+
+
 def pixel_grid(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
     """The row-major pixel-centre grid of an H x W image -> [H*W, 2] float32 (row, col)."""
-    rows = torch.arange(height, device=device, dtype=torch.float32)
-    cols = torch.arange(width, device=device, dtype=torch.float32)
-    return torch.cartesian_prod(rows, cols).reshape(-1, 2)
+    return sample_grid((height, width), device)
+
+
+def _check_shape(shape: Sequence[int]) -> None:
+    if not 1 <= len(shape) <= 3 or min(int(v) for v in shape) < 1:
+        raise FieldInputError(f"a sample's shape must be 1 to 3 positive sizes, got {tuple(shape)}")
+
+
+def sample_neighbours(pos: Tensor, shape: Sequence[int], n: int) -> Tensor:
+    """Nearest latents (pos [k, D]) of every point of a sample of spatial shape S, row-major -> [prod(S), n] int64 (CPU)."""
+    _check_shape(shape)
+    return nearest_latents(pos, sample_grid(shape), n)
 
 
 def pixel_neighbours(pos: Tensor, height: int, width: int, n: int) -> Tensor:
     """Nearest latents of every pixel of an H x W image, row-major -> [H*W, n] int64 (CPU)."""
-    if height < 1 or width < 1:
-        raise FieldInputError(f"image size must be positive, got {height}x{width}")
-    return nearest_latents(pos, pixel_grid(height, width), n)
+    return sample_neighbours(pos, (height, width), n)
 
 
-def pixel_neighbours_batch(pos: Tensor, height: int, width: int, n: int) -> Tensor:
-    """:func:`pixel_neighbours` of B same-size clouds with k latents each, pos [B, k, 2] -> [B, H*W, n] int64 (CPU).
+def sample_neighbours_batch(pos: Tensor, shape: Sequence[int], n: int) -> Tensor:
+    """:func:`sample_neighbours` of B same-shape clouds with k latents each, pos [B, k, D] -> [B, prod(S), n] int64 (CPU).
 
     Small clouds share one brute-force search; large ones are searched one by one with the tree.
     """
     if pos.ndim != 3 or pos.shape[0] == 0:
-        raise FieldInputError(f"batched positions must be [B, k, 2] with B >= 1, got {tuple(pos.shape)}")
+        raise FieldInputError(f"batched positions must be [B, k, D] with B >= 1, got {tuple(pos.shape)}")
     if pos.shape[1] > BRUTE_FORCE_MAX_LATENTS:
-        return torch.stack([pixel_neighbours(p, height, width, n) for p in pos])
-    if height < 1 or width < 1:
-        raise FieldInputError(f"image size must be positive, got {height}x{width}")
-    queries = pixel_grid(height, width)
-    _check(pos.reshape(-1, 2), queries, n)
+        return torch.stack([sample_neighbours(p, shape, n) for p in pos])
+    _check_shape(shape)
+    queries = sample_grid(shape)
+    _check(pos.reshape(-1, pos.shape[2]), queries, n)
     if pos.shape[1] < n:
         raise FieldInputError(f"a cloud with {pos.shape[1]} latents cannot give {n} neighbours per query")
     return _brute_force(pos.detach().to("cpu", torch.float64), queries.to(torch.float64), n)

@@ -28,11 +28,12 @@ from arc.seeding import item_seed
 log = logging.getLogger(__name__)
 
 
-def new_decoder(field: FieldConfig, channels: int, seed: int) -> Decoder:
-    """A decoder with PyTorch's default init drawn from a seed (the global RNG is left untouched)."""
+def new_decoder(field: FieldConfig, channels: int, seed: int, dims: int = 2) -> Decoder:
+    """A decoder of ``dims``-D samples (images: 2) with PyTorch's default init drawn from a seed (the global RNG
+    is left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(item_seed(seed, "decoder-init", 0))
-        return Decoder(field.latent_dim, field.neighbours, channels, field.offset_mode)
+        return Decoder(field.latent_dim, field.neighbours, channels, field.offset_mode, dims)
 
 
 class JointTraining(nn.Module):
@@ -57,7 +58,7 @@ class JointTraining(nn.Module):
             raise FieldInputError("decoder pretraining needs at least one image")
         self.lr = pretrain.lr
         self.group = FieldGroup(images, field, split, indices, pretrain.seed, pretrain.pixel_fraction, pixel_budget, device)
-        self.decoder = new_decoder(field, self.group.channels, pretrain.seed).to(self.group.device)
+        self.decoder = new_decoder(field, self.group.channels, pretrain.seed, self.group.dims).to(self.group.device)
         self.latents = nn.Parameter(self.group.latents.detach().clone())
 
     def optimiser(self) -> torch.optim.Adam:
@@ -121,7 +122,8 @@ def pretrain_decoder(
     checkpoint: Optional[Path] = None,
     checkpoint_every: int = 50,
 ) -> tuple[Decoder, Tensor]:
-    """Train a shared decoder jointly with the latents of ``images`` [C, H, W] in [0, 1] for ``pretrain.steps`` steps.
+    """Train a shared decoder jointly with the latents of ``images`` [C, H, W] in [0, 1] (or samples [C, *S] of one D;
+    the decoder is then D-dimensional) for ``pretrain.steps`` steps.
 
     ``progress(step, loss)`` after each step. With ``checkpoint``, the state is saved there every
     ``checkpoint_every`` steps and a run resumes from it: a step depends only on (seed, step) and the

@@ -30,6 +30,7 @@ from arc.store.layout import (
     read_shard_file,
     shard_tensors,
     skipped_indices,
+    store_dims,
     write_shard_file,
 )
 
@@ -105,6 +106,8 @@ class CloudStore:
     @property
     def decoder_path(self) -> str | None:
         return self.manifest.get("decoder_path")
+
+    dims = property(lambda self: store_dims(self.manifest), doc="D, the samples' spatial dimensions (2 when the manifest has no dims).")
 
     @property
     def spacing(self) -> float:
@@ -215,9 +218,7 @@ class CloudStore:
         path = self.shard_path(split, k)
         if self.has_shard(split, k) and shard_verifies(self, split, k):
             raise StoreError(f"refusing to write {path}: the shard is already finished (delete it to refit)")
-        field = self.manifest["field"]
-        latent_dim = field.get("latent_dim") if isinstance(field, dict) else None
-        write_shard_file(path, clouds, psnr, skipped, self._shard_identity(split, k), self.shard_range(k), latent_dim)
+        write_shard_file(path, clouds, psnr, skipped, self._shard_identity(split, k), self.shard_range(k), self.manifest)
         return path
 
     def read_shard(self, split: str, k: int) -> tuple[CloudBatch, Tensor]:

@@ -2,7 +2,8 @@
 
 A key is a :func:`arc.files.short_hash` of the settings that make a store (or a decoder) what it
 is, so changing any of them gives a new path, and an old store is never overwritten or silently
-reused.
+reused. D, the samples' spatial dimensions, enters a key only when it is not 2, so the keys of
+image stores and decoders are those of before samples had a D.
 """
 from __future__ import annotations
 
@@ -14,14 +15,22 @@ from typing import Any, Mapping
 from arc.files import short_hash
 
 
-def store_key(source_identity: Mapping | str, field: Mapping | Any, fit: Mapping | Any, decoder_hash: str) -> str:
-    """Key of a cloud store: a hash of (source identity, field settings, fit settings, decoder hash)."""
-    return short_hash({"kind": "store", "source": source_identity, "field": field, "fit": fit, "decoder": decoder_hash})
+def _with_dims(settings: dict, dims: int) -> dict:
+    if dims not in (1, 2, 3):
+        raise ValueError(f"a sample has 1, 2 or 3 spatial dimensions, got {dims!r}")
+    return settings if dims == 2 else {**settings, "dims": dims}
 
 
-def decoder_key(source_identity: Mapping | str, field: Mapping | Any, pretrain: Mapping | Any) -> str:
-    """Key of a pretrained decoder checkpoint: a hash of (source identity, field settings, pretrain settings)."""
-    return short_hash({"kind": "decoder", "source": source_identity, "field": field, "pretrain": pretrain})
+def store_key(source_identity: Mapping | str, field: Mapping | Any, fit: Mapping | Any, decoder_hash: str, dims: int = 2) -> str:
+    """Key of a cloud store: a hash of (source identity, field settings, fit settings, decoder hash, and D when not 2)."""
+    return short_hash(_with_dims({"kind": "store", "source": source_identity, "field": field, "fit": fit,
+                                  "decoder": decoder_hash}, dims))
+
+
+def decoder_key(source_identity: Mapping | str, field: Mapping | Any, pretrain: Mapping | Any, dims: int = 2) -> str:
+    """Key of a pretrained decoder checkpoint: a hash of (source identity, field settings, pretrain settings, and D
+    when not 2)."""
+    return short_hash(_with_dims({"kind": "decoder", "source": source_identity, "field": field, "pretrain": pretrain}, dims))
 
 
 def source_slug(source_spec: str) -> str:

@@ -13,7 +13,8 @@ keeps its skip counts, and ``checksum``: the content hash of the tensors (:func:
 shards written before checksums lack it, see :mod:`arc.store.integrity`). Shards are written atomically (:func:`arc.files.atomic_write`) and never
 rewritten; a truncated, corrupt or foreign shard raises :class:`StoreError` naming the file. The
 manifest holds the settings (format version, source identity, field and fit settings, spacing s,
-decoder hash and path, shard size), counts, skips and shard checksums per split, the train-only
+``dims`` D (the samples' spatial dimensions: ``pos`` is [N, D] and ``size`` [B, D]; a manifest
+without it is a store of images, D = 2), decoder hash and path, shard size), counts, skips and shard checksums per split, the train-only
 per-dimension latent mean/std, and the status ("incomplete" until the store is finalised). No pickle anywhere.
 
 This module reads, writes and checks single files; :class:`arc.store.CloudStore` ties them into a
@@ -43,6 +44,7 @@ DEFAULT_SHARD_SIZE = 1024
 REQUIRED_FIELDS = ("source", "field", "fit", "spacing", "decoder_hash")
 RESULT_FIELDS = ("status", "counts", "skipped", "latent_mean", "latent_std", "checksums")
 UNCOMPARED = ("decoder_path",)
+DEFAULTS = {"dims": 2}  # settings added since stores were first written, and their value in older manifests
 _RESERVED = ("format", "format_version", "key", *RESULT_FIELDS)
 _FLOAT = {"pos", "lat", "psnr", "colour_mean", "colour_std"}
 TENSORS = ("pos", "lat", "offset", "label", "size", "index", "psnr", "colour_mean", "colour_std")
@@ -69,22 +71,30 @@ def manifest_settings(manifest_fields: Mapping[str, Any]) -> dict:
     fields.setdefault("shard_size", DEFAULT_SHARD_SIZE)
     if not isinstance(fields["shard_size"], int) or fields["shard_size"] < 1:
         raise StoreError(f"shard_size must be a positive integer, got {fields['shard_size']!r}")
+    if fields.get("dims", 2) not in (1, 2, 3) or isinstance(fields.get("dims"), bool):
+        raise StoreError(f"dims must be 1, 2 or 3 (the samples' spatial dimensions), got {fields['dims']!r}")
     try:
         settings = json.loads(canonical_json(fields))
     except (TypeError, ValueError) as err:
         raise StoreError(f"manifest fields must be JSON-compatible ({err})") from err
-    key = store_key(settings["source"], settings["field"], settings["fit"], settings["decoder_hash"])
+    key = store_key(settings["source"], settings["field"], settings["fit"], settings["decoder_hash"], store_dims(settings))
     settings.update(format=STORE_FORMAT, format_version=FORMAT_VERSION, key=key)
     return settings
 
 
 def differing_settings(settings: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
-    """Names of the settings (not results, not the decoder path) on which ``settings`` and ``manifest`` differ."""
+    """Names of the settings (not results, not the decoder path) on which ``settings`` and ``manifest`` differ
+    (a setting of :data:`DEFAULTS` that one of them lacks counts as its default)."""
     return sorted(
         name
         for name in set(settings) | set(manifest)
-        if name not in RESULT_FIELDS + UNCOMPARED and settings.get(name) != manifest.get(name)
+        if name not in RESULT_FIELDS + UNCOMPARED and settings.get(name, DEFAULTS.get(name)) != manifest.get(name, DEFAULTS.get(name))
     )
+
+
+def store_dims(manifest: Mapping[str, Any]) -> int:
+    """D of a store's samples from its manifest (or settings); 2 when it does not say (stores of images)."""
+    return int(manifest.get("dims", DEFAULTS["dims"]))
 
 
 def read_manifest(directory: Path, store_format: str = STORE_FORMAT, version: int = FORMAT_VERSION,
@@ -148,11 +158,14 @@ def write_shard_file(
     skipped: Sequence[int],
     identity: Mapping[str, str],
     index_range: tuple[int, int],
-    latent_dim: int | None,
+    manifest: Mapping[str, Any],
 ) -> None:
-    """Check and atomically write one shard file: ``clouds`` (index ascending, inside ``index_range``
-    = [start, stop)), ``psnr`` [B], the ``skipped`` source indices of the range, ``identity`` in the header."""
+    """Check and atomically write one shard file of the store with ``manifest``: ``clouds`` (index ascending,
+    inside ``index_range`` = [start, stop), of the store's z and D), ``psnr`` [B], the ``skipped`` source indices
+    of the range, ``identity`` in the header."""
     start, stop = index_range
+    field, dims = manifest.get("field"), store_dims(manifest)
+    latent_dim = field.get("latent_dim") if isinstance(field, dict) else None
     try:
         clouds.validate()
     except CloudError as err:
@@ -165,6 +178,9 @@ def write_shard_file(
         raise StoreError(f"refusing to write {path}: {psnr.numel()} PSNR values for {b} clouds")
     if latent_dim is not None and clouds.lat.shape[1] != latent_dim:
         raise StoreError(f"refusing to write {path}: latents have {clouds.lat.shape[1]} dims, the store {latent_dim}")
+    if clouds.dims != dims:
+        raise StoreError(f"refusing to write {path}: clouds of {clouds.dims}-D samples (pos {tuple(clouds.pos.shape)}), "
+                         f"the store holds {dims}-D ones")
     index = clouds.index.cpu()
     if b and (int(index.min()) < start or int(index.max()) >= stop or bool((index.diff() <= 0).any())):
         raise StoreError(f"refusing to write {path}: indices must be ascending within [{start}, {stop})")
