@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ import yaml
 
 from arc.config_files import ComposeError, resolve_config_name
 
-__all__ = ["Grid", "GridError", "Run", "expand", "load_grid", "option_value"]
+__all__ = ["TRAIN_PROGRAM", "Grid", "GridError", "Run", "expand", "load_grid", "option_value"]
 
 KEYS = ("base", "seeds", "overrides", "grid", "slurm")
+TRAIN_PROGRAM = (sys.executable, "-m", "arc", "fit")
+"""The command a run's options follow: ``arc fit`` (``tools/train.py fit``) in this Python."""
 
 
 class GridError(ValueError):
@@ -47,14 +50,19 @@ class Grid:
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: a grid ``cell`` (axis key -> value) and a ``seed``; ``args`` is its ``arc fit``
-    command line (without the subcommand) and ``root`` its folder (``trainer.default_root_dir``)."""
+    """One training run: a grid ``cell`` (axis key -> value) and a ``seed``; ``args`` are its ``arc fit``
+    options, ``program`` the command they follow, ``root`` its folder (``trainer.default_root_dir``)."""
 
     cell: dict[str, Any]
     seed: int
     slug: str
     args: tuple[str, ...]
     root: Path
+    program: tuple[str, ...] = TRAIN_PROGRAM
+
+    @property
+    def command(self) -> list[str]:
+        return [*self.program, *self.args]
 
     @property
     def name(self) -> str:
@@ -125,9 +133,9 @@ def _slugs(cells: list[dict[str, Any]]) -> list[str]:
             for slug, cell in zip(slugs, cells)]
 
 
-def expand(grid: Grid, out: Path) -> list[Run]:
+def expand(grid: Grid, out: Path, program: tuple[str, ...] = TRAIN_PROGRAM) -> list[Run]:
     """The runs of ``grid``, cell by cell (the product of the axes in file order), seed by seed; each run's
-    folder is ``out/runs/<cell slug>/seed<S>``."""
+    folder is ``out/runs/<cell slug>/seed<S>``; ``program`` runs each (default: ``arc fit``)."""
     keys = list(grid.axes)
     cells = [dict(zip(keys, values)) for values in itertools.product(*(grid.axes[k] for k in keys))]
     runs = []
@@ -139,5 +147,5 @@ def expand(grid: Grid, out: Path) -> list[Run]:
             for key, value in options.items():
                 args += [f"--{key}", option_value(value)]
             args += ["--trainer.default_root_dir", str(root)]
-            runs.append(Run(cell, seed, slug, tuple(args), root))
+            runs.append(Run(cell, seed, slug, tuple(args), root, program))
     return runs

@@ -90,14 +90,11 @@ def run_grid(grid: Grid, runs: list[Run], args: argparse.Namespace, out: Path) -
     return results
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run a grid file; 0 when every run finished, 1 when some failed, 2 for a bad grid or command line."""
-    args = parse_args(argv)
+def run_experiment(grid: Grid, runs: list[Run], args: argparse.Namespace, out: Path) -> int:
+    """Run ``runs`` of ``grid`` and write the results to ``out``; 0 when every run finished, 1 when some failed,
+    2 for a bad command line or executor setting (then nothing ran)."""
     start = time.perf_counter()
     try:
-        grid = load_grid(args.grid)
-        out = args.out or Path(os.environ.get("ARC_RUNS", "runs")) / "experiments" / grid.path.stem
-        runs = expand(grid, out)
         results = run_grid(grid, runs, args, out)
     except (GridError, RunConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -110,3 +107,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{len(runs) - len(failed)}/{len(runs)} runs finished, {len(failed)} failed; {out}/results.md, runs.csv, "
           f"results.png; {time.perf_counter() - start:.1f} s", flush=True)
     return 1 if failed else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``tools/experiment.py GRID.yaml [--out DIR] [--parallel N] [--executor ...]``: the exit status of :func:`run_experiment`."""
+    args = parse_args(argv)
+    try:
+        grid = load_grid(args.grid)
+    except GridError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = args.out or Path(os.environ.get("ARC_RUNS", "runs")) / "experiments" / grid.path.stem
+    return run_experiment(grid, expand(grid, out), args, out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -38,7 +39,8 @@ def resolved_config(run: Run) -> dict[str, Any]:
 
     out, err = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # this tool's own argv
             build_cli(["fit", *run.args, "--print_config"])
     except SystemExit as stop:
         if stop.code not in (0, None):

@@ -1,4 +1,4 @@
-"""Execute runs: each one ``python -m arc fit ...`` in its own process (a crash or an out-of-memory kill
+"""Execute runs: each one ``python -m arc fit ...`` (its :attr:`~arc.experiments.grid.Run.command`) in its own process (a crash or an out-of-memory kill
 ends that run only), its output in ``<run folder>/train.log``, its outcome in ``<run folder>/result.json``.
 
 A run whose ``result.json`` says ``ok`` is finished and never run again (resume). Chains of runs
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from arc.experiments.grid import Run
+from arc.experiments.grid import GridError, Run
 from arc.runs import RUN_DIR_ENV, next_run_dir
 
 __all__ = ["Launcher", "RunResult", "SubmititLauncher", "execute", "finished", "run_chain", "run_one"]
@@ -67,7 +66,7 @@ def run_one(run: Run) -> RunResult:
     run.root.mkdir(parents=True, exist_ok=True)
     run_dir = next_run_dir(run.root)  # where the CLI will put this run (only this run writes under run.root)
     env = {k: v for k, v in os.environ.items() if k != RUN_DIR_ENV}
-    command = [sys.executable, "-m", "arc", "fit", *run.args]
+    command = run.command
     start = time.perf_counter()
     with open(run.root / LOG, "w") as log:
         log.write(" ".join(command) + "\n")
@@ -93,13 +92,15 @@ class SubmititLauncher:
     ``parameters`` are submitit's (``timeout_min``, ``gpus_per_node``, ``slurm_partition``, ...)."""
 
     def __init__(self, folder: Path, cluster: str, parameters: dict[str, Any]) -> None:
-        import submitit
-
+        try:
+            import submitit
+        except ModuleNotFoundError:
+            raise GridError("this executor needs submitit: pip install 'arc[cluster]'") from None
         self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         try:
             self.executor.update_parameters(**{"timeout_min": 24 * 60, **parameters})
         except (NameError, AssertionError, ValueError) as error:
-            raise ValueError(f"submitit parameters {parameters}: {error}") from None
+            raise GridError(f"submitit parameters {parameters}: {error}") from None
         self.lock = threading.Lock()  # one submission at a time
 
     def __call__(self, chain: Sequence[Run]) -> list[RunResult]:
