@@ -50,3 +50,15 @@ def test_strokes_npz_is_a_valid_source(tmp_path):
     image, label = train[0]
     assert tuple(image.shape) == (1, 28, 28) and 0 <= int(label) < 10
     assert float(image.min()) == 0.0 and float(image.max()) == 1.0
+
+
+@pytest.mark.parametrize("shape", ["2x40", "1x5x4x6"])
+def test_bench_fits_generated_one_and_three_dimensional_samples(shape, capsys):
+    result = bench_fit.main(["--generated", shape, "--images", "3", "--steps", "3", "--pretrain", "2", "--pretrain-steps", "2",
+                             "--peak-size", "128", "--reference-loop", "--reference-images", "2", "--json"])
+    sizes = [int(v) for v in shape.split("x")]
+    assert result["image_size"] == sizes and result["source"] == f"generated:{shape}" and abs(result["psnr_diff"]) < 1e-3
+    per_sample = bench_fit.gflop_per_sample(tuple(sizes[1:]), FieldConfig(), sizes[0], FitConfig(steps=3))
+    assert result["gflop_per_image"] == pytest.approx(per_sample, abs=1e-4)
+    sample, _ = bench_fit.GeneratedSplit(tuple(sizes), 1)[0]
+    assert tuple(sample.shape) == tuple(sizes) and 0.1 <= float(sample.min()) <= float(sample.max()) <= 0.9

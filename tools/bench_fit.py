@@ -6,9 +6,11 @@
         --device cpu --json [--decoder CKPT] [--reference-loop] [--pixel-budget B] [--precision 32|tf32|bf16|16]
     python tools/bench_fit.py --source digits --option size=28 --inr siren --hidden 32 --layers 2 \
         --images 64 --steps 500 --reference-loop --reference-images 64 --json   # per-sample INRs (arc.baselines)
+    python tools/bench_fit.py --generated 2x4000 --images 64 --steps 500 --json     # 1-D signals [C, L], generated
+    python tools/bench_fit.py --generated 1x32x32x32 --images 16 --steps 500 --json  # 3-D volumes [C, D, H, W]
 
 Prints one JSON line. FLOPs are counted analytically for the decoder matmuls only.
-With F = n(z+2) inputs, width W = F and C outputs, a supervised pixel costs
+With F = n(z+D) inputs (D spatial dimensions: 2 for images), width W = F and C outputs, a supervised pixel costs
 
     forward  2*F*W + 2*W*C      (two Linear layers)
     backward 2*C*W + 2*W*n*z    (input gradient: dh = dy W2, dlatent = dh W1[:, :n*z]; no weight grads)
@@ -18,6 +20,9 @@ and each image adds one full decode of its P pixels (2*F*W + 2*W*C each) for its
     gflop_per_image = (S * (2FW + 4WC + 2Wnz) + P * (2FW + 2WC)) / 1e9
 
 with S the pixels supervised over all steps (about steps * pixel_fraction * P).
+``--generated C x S`` fits smooth random samples of that shape made in code instead of a source's
+images (one D = len(S) in 1..3): per channel the mean of four plane waves sin(2 pi f.x + phase), |f| in
+[1/64, 1/8] cycles per sample point, mapped to [0.1, 0.9]; the decoder is pretrained on other such samples.
 ``images_per_s`` and ``achieved_gflops = gflop_per_image * images / seconds`` time ``fit_clouds``
 end to end (preparation: sampling, neighbours, tables; fitting; final decode), so they are
 conservative; matmul_peak_gflops is a 4096^2 (``--peak-size``) matmul timed in the same run and dtype.
@@ -74,9 +79,14 @@ def supervised_pixels(pixels: int, fit: FitConfig) -> int:
 
 def gflop_per_image(height: int, width: int, field: FieldConfig, channels: int, fit: FitConfig) -> float:
     """Decoder FLOPs (forward + input gradient + final decode) of fitting one image, in GFLOP."""
+    return gflop_per_sample((height, width), field, channels, fit)
+
+
+def gflop_per_sample(shape, field: FieldConfig, channels: int, fit: FitConfig) -> float:
+    """:func:`gflop_per_image` of a sample of spatial shape S (decoder inputs n(z + len(S)))."""
     n, z = field.neighbours, field.latent_dim
-    f = w = n * (z + 2)
-    pixels = height * width
+    f = w = n * (z + len(shape))
+    pixels = math.prod(shape)
     per_step_pixel = 2 * f * w + 4 * w * channels + 2 * w * n * z
     per_decode_pixel = 2 * f * w + 2 * w * channels
     return (supervised_pixels(pixels, fit) * per_step_pixel + pixels * per_decode_pixel) / 1e9
@@ -172,6 +182,28 @@ def write_strokes_npz(path: str, count: int = 2200, seed: int = 0) -> None:
     np.savez(path, x_train=images[:cut], y_train=labels[:cut], x_test=images[cut:], y_test=labels[cut:])
 
 
+class GeneratedSplit:
+    """``count`` smooth random samples of shape [C, *S] (see the module docstring), as (sample, 0) items."""
+
+    def __init__(self, shape: tuple[int, ...], count: int, seed: int = 0) -> None:
+        if len(shape) not in (2, 3, 4) or min(shape) < 1:
+            raise SystemExit(f"--generated needs C x S with 1 to 3 spatial sizes, e.g. 2x4000 or 1x32x32x32, got {shape}")
+        self.shape, self.count, self.seed = shape, count, seed
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        channels, spatial = self.shape[0], self.shape[1:]
+        grid = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float64) for s in spatial], indexing="ij"))
+        direction = torch.randn(channels, 4, len(spatial), generator=g, dtype=torch.float64)
+        freq = direction / direction.norm(dim=-1, keepdim=True) * (1 / 64 + torch.rand(channels, 4, 1, generator=g, dtype=torch.float64) * (1 / 8 - 1 / 64))
+        phase = torch.rand(channels, 4, generator=g, dtype=torch.float64) * 2 * math.pi
+        angle = torch.einsum("cwd,d...->cw...", freq, grid) * 2 * math.pi + phase.reshape(channels, 4, *[1] * len(spatial))
+        return (0.5 + 0.4 * torch.sin(angle).mean(1)).float(), 0
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -216,6 +248,7 @@ def time_preparation(images, indices, field: FieldConfig, fit: FitConfig) -> flo
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", help="image source spec, e.g. npz:PATH, digits, shapes")
+    parser.add_argument("--generated", metavar="CxS", help="fit generated samples of this shape instead, e.g. 2x4000 (1-D), 1x32x32x32 (3-D)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="source option (repeatable), e.g. size=28; integer values are converted")
     parser.add_argument("--make-strokes", metavar="PATH", help="write the MNIST-like strokes npz to PATH and exit")
@@ -249,8 +282,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.make_strokes:
         write_strokes_npz(args.make_strokes)
         return {"written": args.make_strokes}
-    if not args.source:
-        parser.error("--source is required")
+    if not args.source and not args.generated:
+        parser.error("--source or --generated is required")
     options = {}
     for item in args.option:
         key, _, value = item.partition("=")
@@ -259,7 +292,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    split = open_source(args.source, root=args.root, **options).split(args.split)
+    if args.generated:
+        split = GeneratedSplit(tuple(int(v) for v in args.generated.lower().split("x")), args.images + args.pretrain)
+        args.source = f"generated:{args.generated}"
+    else:
+        split = open_source(args.source, root=args.root, **options).split(args.split)
     count = min(args.images, len(split))
     images = [split[i][0] for i in range(count)]
     indices = list(range(count))
@@ -301,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
     _sync(device)
     fit_s = time.perf_counter() - start
     prepare_s = time_preparation(images, indices, field, fit)
-    flop = sum(gflop_per_image(int(im.shape[1]), int(im.shape[2]), field, channels, fit) for im in images)
+    flop = sum(gflop_per_sample(tuple(im.shape[1:]), field, channels, fit) for im in images)
     result = {
         "source": args.source,
         "device": str(device),
