@@ -19,7 +19,7 @@ from arc.experiments.grid import GridError, Run, expand, load_grid
 from arc.experiments.main import main, parse_args, run_experiment, submitit_parameters
 from arc.experiments.plan import RunConfigError, plan_runs, resolved_config
 from arc.experiments.results import cell_table, write_plot
-from arc.experiments.runner import RunResult
+from arc.experiments.runner import RunResult, finished
 
 ROOT = Path(__file__).parents[1]
 
@@ -218,3 +218,12 @@ grid: {trainer.max_epochs: [2]}
             "repr/params_per_sample"} <= set(metrics)
     assert metrics["repr/params_per_sample"] == pytest.approx(16 * metrics["repr/latents_mean"])
     assert "| 2 | 1/1 |" in (tmp_path / "out/results.md").read_text()
+
+
+def test_a_run_counts_as_finished_only_with_the_options_it_ran_with(tmp_path):
+    run = Run({}, 0, "base", ("--config", "demo.yaml"), tmp_path)
+    record = {"name": run.name, "status": "ok", "seconds": 3.0, "metrics": {"test/acc": 0.5}, "args": list(run.args)}
+    (tmp_path / "result.json").write_text(json.dumps(record))
+    assert finished(run).status == "done" and finished(run).metrics == {"test/acc": 0.5}
+    (tmp_path / "result.json").write_text(json.dumps({**record, "args": ["--config", "other.yaml"]}))
+    assert finished(run) is None  # another grid wrote it: run again

@@ -7,11 +7,12 @@ reported and the others go on (exit status 1 when any failed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from arc.experiments.grid import Grid, GridError, Run, expand, load_grid
 from arc.experiments.plan import RunConfigError, plan_runs, resolved_config
@@ -71,6 +72,20 @@ def report(result: RunResult) -> None:
     print(f"{result.status:<6} {result.name}  {result.seconds:.1f} s  {detail}", flush=True)
 
 
+@contextlib.contextmanager
+def shared_cores(runs: int) -> Iterator[None]:
+    """While ``runs`` > 1 run on this machine at once, child processes get ``OMP_NUM_THREADS`` = cores / runs
+    (unless it is set), so they share the cores instead of each starting a thread per core."""
+    if runs <= 1 or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // runs))
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
 def run_grid(grid: Grid, runs: list[Run], args: argparse.Namespace, out: Path) -> dict[str, RunResult]:
     """Run the unfinished ``runs`` (checked first), store-preparing runs first; the results of all ``runs``."""
     results = {run.name: done for run in runs if (done := finished(run)) is not None}
@@ -81,11 +96,10 @@ def run_grid(grid: Grid, runs: list[Run], args: argparse.Namespace, out: Path) -
     configs = {run.name: resolved_config(run) for run in pending}  # every command line checked before any starts
     plan = plan_runs(pending, configs)
     launch = launcher(grid, args, out)
-    if args.parallel > 1 and args.executor != "slurm" and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.parallel))  # share the cores
-    prepared = execute(plan.prepare, launch, args.parallel, report)
-    failed = {result.name for result in prepared if result.status == "failed"}
-    rest = execute(plan.rest(pending, failed), launch, args.parallel, report)
+    with shared_cores(args.parallel if args.executor != "slurm" else 1):
+        prepared = execute(plan.prepare, launch, args.parallel, report)
+        failed = {result.name for result in prepared if result.status == "failed"}
+        rest = execute(plan.rest(pending, failed), launch, args.parallel, report)
     results.update({result.name: result for result in [*prepared, *rest]})
     return results
 

@@ -29,7 +29,8 @@ RESULT, LOG, METRICS = "result.json", "train.log", "metrics.json"
 @dataclass
 class RunResult:
     """What became of a run: ``status`` ok (this call), done (an earlier call) or failed; its ``seconds``,
-    ``metrics`` (from the run's ``metrics.json``), ``error`` (the log's last error line) and ``run_dir``."""
+    ``metrics`` (from the run's ``metrics.json``), ``error`` (the log's last error line), ``run_dir`` and
+    ``args`` (the options it ran with)."""
 
     name: str
     status: str
@@ -37,13 +38,15 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     run_dir: str = ""
+    args: list[str] = field(default_factory=list)
 
 
 Launcher = Callable[[Sequence[Run]], list[RunResult]]
 
 
 def finished(run: Run) -> Optional[RunResult]:
-    """The recorded result of ``run`` when an earlier call finished it (status ``done``), else None."""
+    """The recorded result of ``run`` when an earlier call finished it with the same options (status ``done``),
+    else None: a run whose grid changed (another override, another base) runs again."""
     path = run.root / RESULT
     if not path.is_file():
         return None
@@ -51,7 +54,9 @@ def finished(run: Run) -> Optional[RunResult]:
         record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    return RunResult(**{**record, "status": "done"}) if record.get("status") == "ok" else None
+    if record.get("status") != "ok" or record.get("args") != list(run.args):
+        return None
+    return RunResult(**{**record, "status": "done"})
 
 
 def last_error(log: Path) -> str:
@@ -71,13 +76,19 @@ def run_one(run: Run) -> RunResult:
     with open(run.root / LOG, "w") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        try:
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        except OSError as error:  # the program itself cannot start
+            log.write(f"error: cannot start {command[0]}: {error}\n")
+            code = -1
     seconds = time.perf_counter() - start
     metrics_file = run_dir / METRICS
     if code != 0 or not metrics_file.is_file():
         error = last_error(run.root / LOG) if code != 0 else f"no {METRICS} in {run_dir}"
-        return RunResult(run.name, "failed", seconds, error=f"exit status {code}: {error}", run_dir=str(run_dir))
-    result = RunResult(run.name, "ok", seconds, json.loads(metrics_file.read_text()), run_dir=str(run_dir))
+        return RunResult(run.name, "failed", seconds, error=f"exit status {code}: {error}", run_dir=str(run_dir),
+                         args=list(run.args))
+    result = RunResult(run.name, "ok", seconds, json.loads(metrics_file.read_text()), run_dir=str(run_dir),
+                       args=list(run.args))
     (run.root / RESULT).write_text(json.dumps(asdict(result), indent=1))
     return result
 
