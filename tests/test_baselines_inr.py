@@ -107,3 +107,32 @@ def test_shared_init_is_one_init_for_every_image():
     stack = WeightStack.from_flat(random, config.shapes(1))
     assert torch.equal(stack.flat(), random)
     assert psnr_of(config, stack, images).shape == (3,)
+
+
+def test_the_dwsnets_siren_flag():
+    from arc.baselines import INRError
+    from arc.baselines.weight_store import weight_store_key
+
+    config = INRConfig(hidden=(32, 32), dwsnets=True)
+    stack = init_stack(config, 1, [derive_generator(0, "init", i) for i in range(64)])
+    bound = math.sqrt(6 / 2) / 30  # the first sine layer initialised like the later ones
+    assert bound / 2 < float(stack.weights[0].abs().max()) <= bound
+    assert float(stack.weights[1].abs().max()) <= math.sqrt(6 / 32) / 30
+    assert 1 / math.sqrt(32) / 2 < float(stack.weights[2].abs().max()) <= 1 / math.sqrt(32)  # nn.Linear's default
+    assert not stack.biases[0].any() and not stack.biases[1].any() and stack.biases[2].any()
+    pixels = torch.tensor([0.0, 0.25, 1.0])
+    assert config.to_fit_space(pixels).tolist() == [-0.5, -0.25, 0.5] and torch.equal(config.from_fit_space(config.to_fit_space(pixels)), pixels)
+    with pytest.raises(INRError, match="dwsnets is a SIREN variant"):
+        INRConfig(kind="relu", dwsnets=True)
+    fit = INRFitConfig(steps=5)
+    assert weight_store_key("src", INRConfig(hidden=(8, 8)), fit, 3) == "0399b063dec59e3c"  # other stores keep their keys
+    assert weight_store_key("src", INRConfig(hidden=(8, 8), dwsnets=True), fit, 3) != "0399b063dec59e3c"
+
+    images = _images(4)  # the engine (hand-written gradient, grid first layer) follows autograd on this variant too
+    small = INRConfig(hidden=(16, 16), dwsnets=True)
+    fit = INRFitConfig(steps=10, lr=5e-4, init="shared")
+    engine = fit_inrs(images, small, fit, "val", range(4))
+    start = init_stack(small, 1, [derive_generator(fit.seed, "inr-init")]).select(torch.zeros(4, dtype=torch.long))
+    psnr = autograd_fit(small, start, images, fit)
+    torch.testing.assert_close(engine.weights, start.flat(), rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(engine.psnr, psnr, rtol=0, atol=1e-2)

@@ -12,6 +12,7 @@ import yaml
 from arc.baseline_training.boosting import BoostedTreesClassifier
 from arc.baseline_training.pixels import PixelCNNClassifier, PixelDataModule
 from arc.baseline_training.weight_mlp import WeightMLPClassifier
+from arc.baseline_training.weight_transformer import WeightTransformerClassifier
 from arc.baseline_training.weights_data import WeightDataModule
 from arc.cli import build_cli
 from arc.classifier import ARCClassifier
@@ -23,6 +24,8 @@ BASELINES = {  # configs/baselines/<name>.yaml -> (model, data module, optional 
     "siren_mlp": (WeightMLPClassifier, WeightDataModule, None),
     "siren_xgboost": (BoostedTreesClassifier, WeightDataModule, "xgboost"),
     "cnn": (PixelCNNClassifier, PixelDataModule, None),
+    "siren_transformer": (WeightTransformerClassifier, WeightDataModule, None),
+    "dwsnets_siren_transformer": (WeightTransformerClassifier, WeightDataModule, None),
 }
 FRAGMENTS = ("base", "data")  # composed by the configs below, not run on their own
 GRIDS = "experiments"  # grid files of tools/experiment.py, not configs (tests/test_experiment_grids.py)

@@ -150,3 +150,23 @@ def test_the_manifest_records_the_fit_summary(tmp_path):
     metrics = WeightStore.open(store.path).fit_metrics()
     assert metrics["fit/psnr_mean"] == pytest.approx(stats["psnr_mean"])
     assert metrics["fit/images_per_s"] == pytest.approx(6 / stats["fit_seconds"])
+
+
+def test_shards_from_before_checksums_get_theirs_recorded(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    store = WeightStore.create_or_open(tmp_path / "w", "src", INR, FIT, channels=1, shard_size=3)
+    fit_weight_store(store, "train", Split(), INR, FIT)
+    path = store.shard_path("train", 0)
+    with safe_open(str(path), framework="pt") as handle:
+        tensors, header = {name: handle.get_tensor(name) for name in handle.keys()}, dict(handle.metadata())
+    save_file(tensors, str(path), metadata={k: v for k, v in header.items() if k not in ("checksum", "fit_seconds")})
+    legacy = WeightStore.open(store.path)
+    legacy.manifest.pop("checksums")
+    assert fit_weight_store(legacy, "train", Split(), INR, FIT) == 0  # resumes, nothing refitted, records the content hash
+    assert legacy.manifest["checksums"]["train"] == store.manifest["checksums"]["train"]
+    assert legacy.manifest["fit_stats"]["train"]["fit_seconds"] is None and "fit/images_per_s" not in legacy.fit_metrics()
+    _damage_weights(path)
+    with pytest.raises(StoreError, match="damaged shard"):
+        legacy.collect("train")

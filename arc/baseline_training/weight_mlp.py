@@ -36,9 +36,9 @@ def weight_mlp(in_dim: int, num_classes: int, hidden: Sequence[int] = (512, 512)
 
 
 class WeightClassifier(pl.LightningModule):
-    """The evaluation shared by the weight-vector classifiers: ``forward(weights [N, P]) -> logits [N, C]``
-    (subclasses), cross-entropy, micro and macro accuracy, logged as ``<stage>/loss``, ``<stage>/acc``,
-    ``<stage>/acc_macro`` for val and test."""
+    """What the baseline classifiers share: ``forward(inputs [N, ...]) -> logits [N, C]`` (subclasses),
+    the cross-entropy training step (``train/loss``), micro and macro accuracy, logged as ``<stage>/loss``,
+    ``<stage>/acc``, ``<stage>/acc_macro`` for val and test; :meth:`adamw_cosine` for the recipes that decay."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -60,11 +60,23 @@ class WeightClassifier(pl.LightningModule):
         self.log(f"{stage}/acc_macro", acc_macro, on_epoch=True, batch_size=n)
         return loss
 
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        inputs, labels = batch
+        loss = F.cross_entropy(self(inputs), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
+        return loss
+
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "test")
+
+    def adamw_cosine(self) -> dict:
+        """AdamW (``hparams.lr``, ``hparams.weight_decay``) with a cosine decay over ``trainer.max_epochs``."""
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        epochs = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)}
 
 
 class WeightMLPClassifier(WeightClassifier):
@@ -93,12 +105,6 @@ class WeightMLPClassifier(WeightClassifier):
 
     def forward(self, weights: Tensor) -> Tensor:
         return self.net(weights)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        weights, labels = batch
-        loss = F.cross_entropy(self(weights), labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
-        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -5,7 +5,8 @@ base of ARC's own data modules (``source``, ``root``, ``source_options``, ``canv
 ``seed``), so its train / val / test are ARC's; it fits (or reuses) the weight store of :mod:`arc.baselines.weight_store`
 for every split a stage reads plus train, and serves (weight vector [P], label) pairs standardised
 per dimension with the train split's mean and std (:func:`weight_statistics`), as ARC standardises
-latents with train-only statistics. ``latent_dim`` is P, the width of a sample's representation
+latents with train-only statistics, or per weight tensor (:func:`tensor_statistics`, ``standardise: tensor``,
+for the permutation-invariant reader). ``latent_dim`` is P, the width of a sample's representation
 (the CLI links it into the classifier's input width, as for ARC's latents). Fitting runs on the
 process's rank alone (no split of the shards across DDP ranks yet, unlike ARC's clouds).
 
@@ -44,6 +45,22 @@ def weight_statistics(train: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f"train weights must be [N >= 2, P], got {tuple(train.shape)}")
     train = train.double()  # near-constant dimensions (a shared init, few steps) need the precision
     return train.mean(0), train.std(0).clamp_min(MIN_STD)
+
+
+def tensor_statistics(train: Tensor, shapes: Sequence[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+    """Like :func:`weight_statistics`, but one mean and std per weight tensor (each layer's W, then b, of
+    ``shapes`` [(out, in), ...]), repeated over its dimensions: [P], [P]. A scale per tensor commutes with
+    permuting hidden neurons, so a permutation-invariant reader stays invariant on the standardised vectors."""
+    if train.ndim != 2 or len(train) < 2:
+        raise ValueError(f"train weights must be [N >= 2, P], got {tuple(train.shape)}")
+    sizes = [n for out, inp in shapes for n in (out * inp, out)]
+    parts = train.double().split(sizes, dim=1)
+    mean = torch.cat([part.mean().expand(n) for part, n in zip(parts, sizes)])
+    std = torch.cat([part.std().clamp_min(MIN_STD).expand(n) for part, n in zip(parts, sizes)])
+    return mean, std
+
+
+STANDARDISE = ("dimension", "tensor")  # data.standardise: train statistics per weight or per weight tensor
 
 
 def standardise(weights: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -97,6 +114,7 @@ class WeightDataModule(BaselineDataModule):
         shard_size: images per store shard.
         batch_size, num_workers: the loaders'.
         fit_device: device for fitting ("auto": the trainer's device, else CPU).
+        standardise: train statistics per weight ("dimension") or per weight tensor ("tensor").
     """
 
     def __init__(
@@ -114,11 +132,15 @@ class WeightDataModule(BaselineDataModule):
         batch_size: int = 256,
         num_workers: int = 0,
         fit_device: str = "auto",
+        standardise: str = "dimension",
         seed: int = 0,
     ) -> None:
         super().__init__(source, root, download, source_options, canvas, val_fraction, batch_size, num_workers, seed)
         if shard_size < 1:
             raise ValueError(f"data.shard_size must be >= 1, got {shard_size}")
+        if standardise not in STANDARDISE:
+            raise ValueError(f"data.standardise must be one of {list(STANDARDISE)}, got {standardise!r}")
+        self.standardise = standardise
         self.inr = as_settings(INRConfig, inr, "data.inr")
         self.fit = with_data_seed(as_settings(INRFitConfig, fit, "data.fit"), seed, "data.fit")
         self.store_path, self.shard_size = store, shard_size
@@ -161,7 +183,9 @@ class WeightDataModule(BaselineDataModule):
                     log.info("fitting %s INRs of %s split %s into %s", self.inr.kind, self.source_spec, split, store.path)
                 fit_weight_store(store, split, self.source.split(split), self.inr, self.fit, device=self._device())
             if self.weight_stats is None:
-                self.weight_stats = weight_statistics(store.collect("train")["weights"])
+                train = store.collect("train")["weights"]
+                self.weight_stats = (weight_statistics(train) if self.standardise == "dimension"
+                                     else tensor_statistics(train, self.inr.shapes(self.source.channels)))
             for split in wanted:
                 stored = store.collect(split)
                 self._served[split] = (standardise(stored["weights"], *self.weight_stats), stored["label"])

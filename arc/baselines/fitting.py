@@ -86,7 +86,7 @@ def psnr_of(config: INRConfig, stack: WeightStack, images: Tensor) -> Tensor:
     """[B] PSNR of the INRs decoded at every pixel against ``images`` [B, C, H, W] in [0, 1]."""
     b, channels, height, width = images.shape
     out, _ = forward(config, stack, step_inputs(config, height, width, images.device))
-    recon = ((out + 1) * 0.5).clamp_(0, 1)
+    recon = config.from_fit_space(out).clamp_(0, 1)
     mse = (recon - pixel_rows(images)).square().mean(dim=(1, 2)).clamp_min(MIN_MSE)
     return -10 * torch.log10(mse)
 
@@ -112,7 +112,7 @@ def fit_stack(
     Adam steps; ``order`` [B, H*W] is each image's pixel permutation (needed when ``fit.pixel_fraction``
     < 1). Returns [B] PSNR. ``on_step(B)`` follows every step."""
     height, width = images.shape[2:]
-    target = pixel_rows(images) * 2 - 1  # [B, M, C]
+    target = config.to_fit_space(pixel_rows(images))  # [B, M, C]
     pixels = height * width
     m = chunk_size(pixels, fit.pixel_fraction)
     inputs = step_inputs(config, height, width, images.device)

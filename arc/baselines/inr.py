@@ -1,12 +1,16 @@
 """Per-sample INRs as stacks of weights: B small MLPs evaluated and differentiated with batched matmuls.
 
 An INR maps a pixel's coordinates x in [-1, 1]² (x = column, y = row, :func:`pixel_coordinates`)
-to its C channel values, fitted in [-1, 1] (image * 2 - 1, as SIREN fits images). Three kinds, each
-an MLP with widths ``[2, *hidden, C]``:
+to its C channel values, fitted in [-1, 1] (image * 2 - 1, as SIREN fits images;
+:meth:`INRConfig.to_fit_space`). Three kinds, each an MLP with widths ``[2, *hidden, C]``:
 
 - ``siren`` (Sitzmann et al. 2020): h = sin(ω₀ (W h + b)) in every hidden layer, a linear output.
   Init (the authors' code): first layer W ~ U(-1/n, 1/n), later layers W ~ U(-√(6/n)/ω₀, √(6/n)/ω₀),
   biases U(-1/√n, 1/√n) (``nn.Linear``'s default), n = fan-in; ω₀ = 30 in every sine layer.
+  With ``dwsnets`` (the flag for the SIRENs of the DWSNets datasets, as the thesis's App. C describes
+  them and the DWSNets code has them): every sine layer, the first included, W ~ U(-√(6/n)/ω₀, √(6/n)/ω₀),
+  sine-layer biases 0, the output layer ``nn.Linear``'s default, and the image fitted in [0, 1] as the
+  output + 0.5 (:meth:`INRConfig.to_fit_space`).
 - ``relu``: h = relu(W h + b), ``nn.Linear``'s default init (W, b ~ U(-1/√n, 1/√n)).
 - ``fourier`` (Tancik et al. 2020): the ReLU MLP on γ(x) = [cos 2πBx, sin 2πBx], B [F, 2] ~ N(0, σ²)
   drawn once from ``feature_seed`` (a fixed encoding, shared by every sample, not a weight).
@@ -20,7 +24,7 @@ its own weights and pixels); :mod:`arc.baselines.reference` checks it against au
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
@@ -38,7 +42,8 @@ class INRError(ValueError):
 @dataclass(frozen=True)
 class INRConfig:
     """An INR architecture: ``kind`` (siren | relu | fourier), ``hidden`` widths (e.g. [32, 32]),
-    ``omega0`` (siren), ``fourier_features`` F and ``fourier_scale`` σ (fourier), ``feature_seed``."""
+    ``omega0`` (siren), ``fourier_features`` F and ``fourier_scale`` σ (fourier), ``feature_seed``;
+    ``dwsnets`` (siren): the DWSNets SIREN's init and output offset (module docstring)."""
 
     kind: str = "siren"
     hidden: tuple[int, ...] = (32, 32)
@@ -46,6 +51,7 @@ class INRConfig:
     fourier_features: int = 16
     fourier_scale: float = 10.0
     feature_seed: int = 0
+    dwsnets: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
@@ -55,6 +61,24 @@ class INRConfig:
             raise INRError(f"inr.hidden must be positive widths, e.g. [32, 32]; got {list(self.hidden)}")
         if self.omega0 <= 0 or self.fourier_features < 1 or self.fourier_scale <= 0:
             raise INRError("inr.omega0, inr.fourier_features and inr.fourier_scale must be positive")
+        if self.dwsnets and self.kind != "siren":
+            raise INRError(f"inr.dwsnets is a SIREN variant; inr.kind is {self.kind!r}")
+
+    def key_settings(self) -> dict:
+        """The settings that name a weight store (``dwsnets`` only when set, so the stores of the other
+        INRs keep the keys they had before the flag)."""
+        settings = asdict(self)
+        if not self.dwsnets:
+            settings.pop("dwsnets")
+        return settings
+
+    def to_fit_space(self, pixels: Tensor) -> Tensor:
+        """The fitting target of pixel values in [0, 1]: 2x - 1, or x - 0.5 (``dwsnets``: output + 0.5 = image)."""
+        return pixels - 0.5 if self.dwsnets else pixels * 2 - 1
+
+    def from_fit_space(self, out: Tensor) -> Tensor:
+        """Pixel values of INR outputs (the inverse of :meth:`to_fit_space`), not clamped."""
+        return out + 0.5 if self.dwsnets else (out + 1) * 0.5
 
     @property
     def input_dim(self) -> int:
@@ -140,12 +164,14 @@ def init_stack(config: INRConfig, channels: int, generators: Sequence[torch.Gene
     biases: list[list[Tensor]] = [[] for _ in shapes]
     for generator in generators:
         for layer, (out, inp) in enumerate(shapes):
-            if config.kind == "siren":
-                bound = 1.0 / inp if layer == 0 else math.sqrt(6.0 / inp) / config.omega0
-            else:
+            last = layer == len(shapes) - 1
+            if config.kind != "siren" or (config.dwsnets and last):
                 bound = 1.0 / math.sqrt(inp)
+            else:
+                bound = 1.0 / inp if layer == 0 and not config.dwsnets else math.sqrt(6.0 / inp) / config.omega0
             weights[layer].append((torch.rand(out, inp, generator=generator) * 2 - 1) * bound)
-            biases[layer].append((torch.rand(out, generator=generator) * 2 - 1) / math.sqrt(inp))
+            bias = (torch.rand(out, generator=generator) * 2 - 1) / math.sqrt(inp)
+            biases[layer].append(bias.zero_() if config.dwsnets and not last else bias)
     return WeightStack([torch.stack(w) for w in weights], [torch.stack(b) for b in biases])
 
 
@@ -227,7 +253,7 @@ def forward(config: INRConfig, stack: WeightStack, inputs: Tensor | Grid, keep: 
 
 def forward_backward(config: INRConfig, stack: WeightStack, inputs: Tensor | Grid, target: Tensor, grad: WeightStack) -> None:
     """Write d loss / d weights into ``grad`` for loss = Σ_samples mean over pixels and channels of
-    (y - target)², ``inputs`` as in :func:`forward`, ``target`` [B, M, C] (fit space [-1, 1])."""
+    (y - target)², ``inputs`` as in :func:`forward`, ``target`` [B, M, C] (:meth:`INRConfig.to_fit_space`)."""
     out, saved = forward(config, stack, inputs, keep=True)
     dy = out.sub_(target).mul_(2.0 / (target.shape[1] * target.shape[2]))  # [B, M, C]
     last = len(stack.weights) - 1

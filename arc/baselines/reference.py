@@ -31,7 +31,7 @@ def plain_forward(config: INRConfig, stack: WeightStack, inputs: Tensor) -> Tens
 def autograd_fit(config: INRConfig, stack: WeightStack, images: Tensor, fit: INRFitConfig, order: Optional[Tensor] = None) -> Tensor:
     """Fit ``stack`` (updated in place) to ``images`` [B, C, H, W] in [0, 1] with autograd and
     ``torch.optim.Adam``; ``order`` [B, H*W] as in :func:`~arc.baselines.fitting.fit_stack`. Returns [B] PSNR."""
-    target = pixel_rows(images) * 2 - 1
+    target = config.to_fit_space(pixel_rows(images))
     pixels = target.shape[1]
     inputs = encode(config, pixel_coordinates(images.shape[2], images.shape[3], images.device))
     m = chunk_size(pixels, fit.pixel_fraction)

@@ -17,7 +17,8 @@ it is read and when a run resumes; a damaged, truncated or foreign shard is refi
 reading one says so); recording a split copies its shards' hashes into the manifest
 (``checksums``), so a shard replaced later is noticed too, with the split's fit summary
 (``fit_stats``: images, mean PSNR, fit seconds; :meth:`WeightStore.fit_metrics`). Shards written
-before checksums are read unverified with one warning.
+before checksums are read unverified (one warning) until a run records their split again, with their
+content hashes.
 The cloud store's shard format and manifest are those of a latent cloud (positions, offsets, a
 decoder hash and spacing, latent statistics) and are not reused; the key, slug, error class,
 atomic writes and integrity checks are shared.
@@ -29,7 +30,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -44,7 +44,7 @@ from arc.data.images import ImageReadError
 from arc.files import atomic_write, short_hash, write_json
 from arc.store import StoreError, source_slug
 from arc.store.integrity import recorded_checksum, shard_verifies, verify_shard
-from arc.store.layout import read_manifest, tensor_checksum
+from arc.store.layout import file_checksum, read_manifest, tensor_checksum
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ SETTINGS = ("source", "inr", "fit", "channels", "param_count", "shard_size")
 
 def weight_store_key(source_identity: Mapping | str, inr: INRConfig, fit: INRFitConfig, shard_size: int) -> str:
     """Key of a weight store: a hash of (source identity, INR settings, fit settings, shard size)."""
-    return short_hash({"kind": "weights", "source": source_identity, "inr": asdict(inr), "fit": fit.key_settings(), "shard_size": shard_size})
+    return short_hash({"kind": "weights", "source": source_identity, "inr": inr.key_settings(), "fit": fit.key_settings(),
+                       "shard_size": shard_size})
 
 
 def default_weight_store_dir(root: str | os.PathLike, source_spec: str, key: str) -> Path:
@@ -86,7 +87,7 @@ class WeightStore:
         if shard_size < 1:
             raise StoreError(f"shard_size must be positive, got {shard_size}")
         settings = json.loads(json.dumps({
-            "source": source, "inr": asdict(inr), "fit": fit.key_settings(), "channels": int(channels),
+            "source": source, "inr": inr.key_settings(), "fit": fit.key_settings(), "channels": int(channels),
             "param_count": inr.param_count(channels), "shard_size": int(shard_size),
         }))
         key = weight_store_key(source, inr, fit, shard_size)
@@ -197,8 +198,10 @@ class WeightStore:
     def record(self, split: str, count: int, skipped: Sequence[int], psnr_sum: float, fit_seconds: Optional[float]) -> None:
         """Record a finished split in the manifest: its sample count, skipped indices, the checksums of
         its shards and its fit summary (sum of the samples' PSNR in dB, seconds the fits took, None if unknown)."""
-        checksums = {str(k): self.open_shard(split, k)[1].get("checksum") or recorded_checksum(self, split, k)
-                     for k in range(self.shards(split, int(count) + len(skipped)))}
+        checksums = {}
+        for k in range(self.shards(split, int(count) + len(skipped))):  # a shard from before checksums: its content now
+            handle, header = self.open_shard(split, k)
+            checksums[str(k)] = header.get("checksum") or recorded_checksum(self, split, k) or file_checksum(handle, names=TENSORS)
         stats = {"images": int(count), "psnr_mean": psnr_sum / count if count else None, "fit_seconds": fit_seconds}
         manifest = {**self.manifest, "counts": {**self.manifest["counts"], split: int(count)},
                     "skipped": {**self.manifest["skipped"], split: sorted(int(i) for i in skipped)},
