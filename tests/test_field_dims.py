@@ -174,6 +174,20 @@ def test_hand_written_gradient_matches_autograd(shape):
     assert loss == pytest.approx(float(total.detach()), rel=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(45,), (5, 6, 4)])
+def test_decoding_a_cloud_repeats_its_fit_also_per_image(shape):
+    field = FieldConfig(latent_dim=6, latents_per_pixel=0.2, offset_scale="per_image")
+    group = FieldGroup([torch.rand(1, *shape), torch.rand(1, *shape)], field, "train", [0, 1], 0, 0.5, 1000)
+    decoder = new_decoder(field, 1, seed=0, dims=len(shape))
+    latents = torch.randn_like(group.latents)
+    fitted = torch.cat([group.predict(decoder, latents, piece) for piece in group.all_passes()])
+    queries = sample_grid(shape)[group.pixel]  # the table's points, in its order
+    order = torch.argsort(group.image, stable=True)
+    counts = torch.bincount(group.image, minlength=2)
+    decoded = decode_queries(decoder, group.clouds(latents), queries[order], counts.cumsum(0), 1.0, field.neighbours)
+    torch.testing.assert_close(decoded, fitted[order], rtol=1e-5, atol=1e-5)
+
+
 def _signal(i: int, length: int = 160) -> torch.Tensor:
     g = torch.Generator().manual_seed(i)
     t = torch.arange(length).float()
