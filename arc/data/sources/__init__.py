@@ -20,6 +20,26 @@ spec                        images
                             every split or a mapping split -> int; default 1000/200/200)
 ==========================  =====================================================================
 
+1-D and 3-D sources (samples [C, L] and [C, D, H, W]; rules in :mod:`arc.data.signals`, splits
+:class:`SignalSplit`):
+
+==========================  =====================================================================
+``npz:PATH`` + ``dims: 1``  x_* [N, C, L] or [N, L]; ``dims: 3``: [N, C, D, H, W] or [N, D, H, W]
+``audio:PATH``              PATH/train/<class>/*.wav|flac|ogg (:mod:`.audio`); option ``sample_rate``
+``nifti:PATH``              PATH/train/<class>/*.nii[.gz] (:mod:`.nifti`); options ``orientation``,
+                            ``spacing``, ``intensity``
+``waves``                   seeded 1-D signals, 6 classes (:mod:`arc.data.synthetic_signals`);
+                            options ``length`` (default 128), ``channels`` (default 1), ``count``
+``solids``                  seeded 3-D volumes, 6 classes; options ``size`` (default 16), ``count``
+==========================  =====================================================================
+
+Their options: ``channels`` (any count; several are mixed to 1 by their mean, 1 is repeated),
+``length`` (1-D) or ``shape`` (a list of D ints) to give every sample one shape, reached as
+``ragged`` says ("pad" by default when a length is given: zeros at the end, longer ones cropped;
+"crop", "resample", or "refuse": a counted skip), and ``test_fraction``. Without ``length`` /
+``shape`` samples keep their own lengths (the field fits each at its size). ``center_crop``,
+``max_pixels`` and a canvas are image settings and are refused.
+
 Options every source accepts: ``channels`` (force 1 or 3; otherwise grey sources are 1 and colour
 sources 3), ``center_crop`` (an int: crop the centre c x c before the canvas), ``test_fraction``, and
 ``max_pixels`` (default 1024², the paper's largest fitted image; None for no limit): a larger image
@@ -46,6 +66,7 @@ problems of the source as a whole (bad spec, missing files, bad arrays, labels o
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -54,8 +75,12 @@ from typing import Any, Callable
 
 from arc.data.canvas import CanvasConfig
 from arc.data.images import ImageReadError
-from arc.data.sources.bundled import open_digits, open_shapes
+from arc.data.signals import RAGGED_MODES
+from arc.data.sources.audio import open_audio
+from arc.data.sources.bundled import open_digits, open_shapes, open_solids, open_waves
 from arc.data.sources.image_split import ImageSplit
+from arc.data.sources.nifti import open_nifti
+from arc.data.sources.signal_split import SignalSplit
 from arc.data.sources.imagefolder import IMAGE_EXTENSIONS, open_imagefolder
 from arc.data.sources.npz import open_npz
 from arc.data.sources.readers import DEFAULT_MAX_PIXELS, RawSource, SourceError, largest_pixels, positive_int
@@ -82,8 +107,13 @@ _OPENERS: dict[str, Callable[..., RawSource]] = {
     "npz": open_npz,
     "digits": open_digits,
     "shapes": open_shapes,
+    "audio": open_audio,
+    "nifti": open_nifti,
+    "waves": open_waves,
+    "solids": open_solids,
 }
-_PATH_KINDS = ("imagefolder", "npz")  # their identity names the kind, not the path
+_PATH_KINDS = ("imagefolder", "npz", "audio", "nifti")  # their identity names the kind, not the path
+_BUNDLED = ("digits", "shapes", "waves", "solids")
 
 
 class ImageSource:
@@ -91,10 +121,12 @@ class ImageSource:
 
     identity: a JSON-able dict (source, name, options, split settings, canvas, content hash);
     identity_hash: its short sha256, the part of store and decoder keys that names the images;
-    largest_pixels: an upper bound on H·W of the images it serves (None when unknown).
+    largest_pixels: an upper bound on H·W of the images it serves (None when unknown);
+    dims: spatial axes of a sample (2: images [C, H, W]; 1: signals [C, L]; 3: volumes [C, D, H, W]).
     """
 
     largest_pixels: int | None = None
+    dims: int = 2
 
     def __init__(self, spec: str, identity: dict, channels: int, class_names: Sequence[str], splits: dict[str, ImageSplit]):
         self.spec, self.identity, self.channels = spec, identity, channels
@@ -113,7 +145,7 @@ class ImageSource:
     def splits(self) -> tuple[str, ...]:
         return tuple(self._splits)
 
-    def split(self, name: str) -> ImageSplit:
+    def split(self, name: str) -> ImageSplit | SignalSplit:
         if name not in self._splits:
             raise KeyError(f"unknown split {name!r}; {self.spec} has {self.splits}")
         return self._splits[name]
@@ -132,13 +164,13 @@ def _split_spec(spec: str) -> tuple[str, str]:
     elif kind in _PATH_KINDS:
         if not arg:
             raise SourceError(f"{kind} source needs a path: '{kind}:PATH'")
-    elif kind in ("digits", "shapes"):
+    elif kind in _BUNDLED:
         if arg:
             raise SourceError(f"source {kind!r} takes no argument, got {spec!r}")
     else:
         raise SourceError(
             f"unknown source {spec!r}; expected torchvision:MNIST|FashionMNIST|CIFAR10|Imagenette, "
-            "imagefolder:PATH, npz:PATH, digits or shapes"
+            "imagefolder:PATH, npz:PATH, audio:PATH, nifti:PATH, digits, shapes, waves or solids"
         )
     return kind, arg
 
@@ -165,10 +197,13 @@ def open_source(
     if not 0.0 <= test_fraction < 1.0 or test_fraction + val_fraction >= 1.0:
         raise SourceError(f"test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got {test_fraction}")
     canvas = CanvasConfig.parse(canvas)
+    max_pixels_given = options.get("max_pixels")
     max_pixels = options.pop("max_pixels", DEFAULT_MAX_PIXELS)
     if max_pixels is not None:
         max_pixels = positive_int(spec, "max_pixels", max_pixels)
     raw = _OPENERS[kind](spec, arg, root=Path(root), download=download, seed=seed, options=options)
+    if raw.dims != 2:
+        return _open_signals(spec, kind, raw, options, canvas, max_pixels_given, val_fraction, test_fraction, seed)
     channels = int(options.get("channels", raw.channels))
     if channels not in (1, 3):
         raise SourceError(f"{spec}: channels must be 1 or 3, got {channels}")
@@ -193,6 +228,52 @@ def open_source(
     source = ImageSource(spec, identity, channels, raw.class_names, splits)
     bounds = [pixels if max_pixels is None else min(pixels or max_pixels, max_pixels) for pixels in largest]
     source.largest_pixels = canvas.size**2 if canvas is not None else (None if None in bounds else max(bounds))
+    return source
+
+
+def _signal_shape(spec: str, dims: int, options: dict) -> tuple[int, ...] | None:
+    """The fixed sample shape named by option ``length`` (1-D) or ``shape`` (a list of ``dims`` ints), or None."""
+    if "length" in options and "shape" in options:
+        raise SourceError(f"{spec}: give option length or shape, not both")
+    if "length" in options:
+        if dims != 1:
+            raise SourceError(f"{spec}: option length is for 1-D sources; give a {dims}-D source option shape")
+        return (positive_int(spec, "length", options["length"]),)
+    shape = options.get("shape")
+    if shape is None:
+        return None
+    if not isinstance(shape, (list, tuple)) or len(shape) != dims:
+        raise SourceError(f"{spec}: option shape must be a list of {dims} positive integers, got {shape!r}")
+    return tuple(positive_int(spec, "shape", n) for n in shape)
+
+
+def _open_signals(spec: str, kind: str, raw: RawSource, options: dict, canvas: CanvasConfig | None, max_pixels: int | None,
+                  val_fraction: float, test_fraction: float, seed: int) -> ImageSource:
+    """The 1-D / 3-D source of ``raw``: :class:`SignalSplit` splits and an identity that names ``dims``."""
+    for name, value in (("canvas", canvas), ("center_crop", options.get("center_crop")), ("max_pixels", max_pixels)):
+        if value is not None:
+            raise SourceError(f"{spec}: {name} is an image setting; a {raw.dims}-D source takes length/shape and ragged")
+    channels = positive_int(spec, "channels", options.get("channels", raw.channels))
+    shape = _signal_shape(spec, raw.dims, options)
+    ragged = options.get("ragged", "pad")
+    if ragged not in RAGGED_MODES:
+        raise SourceError(f"{spec}: option ragged must be one of {RAGGED_MODES}, got {ragged!r}")
+    if "ragged" in options and shape is None:
+        raise SourceError(f"{spec}: option ragged needs option {'length' if raw.dims == 1 else 'shape'} (the shape to reach)")
+    readers = assign_splits(raw.readers["train"], raw.readers.get("val"), raw.readers.get("test"), val_fraction, test_fraction, seed)
+    splits = {split: SignalSplit(split, reader, channels, raw.dims, shape, ragged) for split, reader in readers.items()}
+    identity = _json_roundtrip({
+        "source": kind if kind in _PATH_KINDS else spec,
+        "name": raw.name,
+        "dims": raw.dims,
+        "options": {key: options[key] for key in sorted(options)},
+        "splits": {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed},
+        "content": raw.content,
+    })
+    source = ImageSource(spec, identity, channels, raw.class_names, splits)
+    source.dims = raw.dims
+    largest = [largest_pixels(reader) for reader in readers.values()]
+    source.largest_pixels = math.prod(shape) if shape is not None else (None if None in largest else max(largest))
     return source
 
 

@@ -1,6 +1,6 @@
-"""The offline sources: ``digits`` (scikit-learn's bundled 1,797 8x8 digits) and ``shapes`` (seeded
-synthetic shapes, :mod:`arc.data.synthetic`). Neither has a content hash: the spec and options
-name the images."""
+"""The offline sources: ``digits`` (scikit-learn's bundled 1,797 8x8 digits), ``shapes`` (seeded
+synthetic shapes, :mod:`arc.data.synthetic`), and the 1-D ``waves`` and 3-D ``solids``
+(:mod:`arc.data.synthetic_signals`). None has a content hash: the spec and options name the samples."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from arc.data.sources.readers import ArrayReader, RawSource, SourceError, check_options, positive_int
+from arc.data.sources.readers import SIGNAL_OPTIONS, ArrayReader, RawSource, SourceError, check_options, positive_int
 from arc.data.sources.splits import SPLITS
 from arc.data.synthetic import SHAPES, render_shape
+from arc.data.synthetic_signals import SOLIDS, WAVES, render_solid, render_wave
 
 
 class ShapesReader:
@@ -62,3 +63,55 @@ def open_shapes(spec: str, arg: str, *, root: Path, download: bool, seed: int, o
         raise SourceError(f"{spec}: count must be an int or a mapping with keys {SPLITS}, got {count!r}")
     readers = {split: ShapesReader(seed, split, positive_int(spec, "count", counts[split]), size, native) for split in SPLITS}
     return RawSource(readers, list(SHAPES), native, "shapes", None)
+
+
+class GeneratedReader:
+    """Seeded generated samples of one split, rendered on access by ``render(seed, split, index)``."""
+
+    def __init__(self, render, kind: str, split: str, count: int, classes: int, largest: int):
+        self.render, self.kind, self.split, self.count = render, kind, split, count
+        self.classes, self.largest = classes, largest
+
+    def __len__(self) -> int:
+        return self.count
+
+    def read(self, i: int) -> Tensor:
+        return self.render(self.split, i)
+
+    def labels(self) -> Tensor:
+        return torch.arange(self.count) % self.classes
+
+    def describe(self, i: int) -> str:
+        return f"{self.kind}/{self.split}[{i}]"
+
+    def largest_pixels(self) -> int:
+        return self.largest
+
+
+def _counts(spec: str, options: dict, default: dict[str, int]) -> dict[str, int]:
+    count = options.setdefault("count", default)
+    counts = dict(count) if isinstance(count, Mapping) else {split: count for split in SPLITS}
+    if set(counts) != set(SPLITS):
+        raise SourceError(f"{spec}: count must be an int or a mapping with keys {SPLITS}, got {count!r}")
+    return {split: positive_int(spec, "count", counts[split]) for split in SPLITS}
+
+
+def open_waves(spec: str, arg: str, *, root: Path, download: bool, seed: int, options: dict) -> RawSource:
+    """1-D signals drawn from ``seed`` (:func:`arc.data.synthetic_signals.render_wave`); options ``length``
+    (default 128), ``channels`` (default 1), ``count`` (default 600/120/240)."""
+    check_options(spec, options, {"count"} | SIGNAL_OPTIONS)
+    length = positive_int(spec, "length", options.setdefault("length", 128))
+    channels = positive_int(spec, "channels", options.setdefault("channels", 1))
+    readers = {split: GeneratedReader(lambda split, i: render_wave(seed, split, i, length, channels), "waves", split, n, len(WAVES), length)
+               for split, n in _counts(spec, options, {"train": 600, "val": 120, "test": 240}).items()}
+    return RawSource(readers, list(WAVES), channels, "waves", None, dims=1)
+
+
+def open_solids(spec: str, arg: str, *, root: Path, download: bool, seed: int, options: dict) -> RawSource:
+    """3-D volumes [1, S, S, S] drawn from ``seed`` (:func:`arc.data.synthetic_signals.render_solid`); options
+    ``size`` (default 16), ``count`` (default 600/120/240)."""
+    check_options(spec, options, {"size", "count"} | SIGNAL_OPTIONS)
+    size = positive_int(spec, "size", options.setdefault("size", 16))
+    readers = {split: GeneratedReader(lambda split, i: render_solid(seed, split, i, size), "solids", split, n, len(SOLIDS), size**3)
+               for split, n in _counts(spec, options, {"train": 600, "val": 120, "test": 240}).items()}
+    return RawSource(readers, list(SOLIDS), 1, "solids", None, dims=3)

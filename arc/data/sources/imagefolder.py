@@ -3,7 +3,7 @@ image files decoded on access. Also reads Imagenette's folders (:mod:`arc.data.s
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ from PIL import Image
 from torch import Tensor
 
 from arc.data.images import read_image_file
-from arc.data.sources.readers import RawSource, SourceError, check_options
+from arc.data.sources.readers import RawSource, Reader, SourceError, check_options
 from arc.data.sources.splits import SPLITS
 from arc.files import file_list_hash
 
@@ -87,9 +87,10 @@ def _scan_folder(directory: Path, class_to_idx: dict[str, int], extensions: tupl
     return files
 
 
-def open_folders(root: Path, class_to_idx: dict[str, int] | None, extensions: tuple[str, ...]) -> tuple[dict[str, FileReader], dict[str, int], list[str]]:
-    """Readers for root/{train,val,test} (present ones), class_to_idx (from train's sub-folders when
-    None), and all files for hashing."""
+def open_folders(root: Path, class_to_idx: dict[str, int] | None, extensions: tuple[str, ...],
+                 reader: Callable[[list[tuple[str, int]]], Reader] = FileReader) -> tuple[dict[str, Reader], dict[str, int], list[str]]:
+    """Readers (``reader(files)``, image files by default) for root/{train,val,test} (present ones),
+    class_to_idx (from train's sub-folders when None), and all files for hashing."""
     if not (root / "train").is_dir():
         raise SourceError(f"{root}: expected a folder 'train' with one sub-folder per class (and optional 'val', 'test')")
     if class_to_idx is None:
@@ -102,8 +103,8 @@ def open_folders(root: Path, class_to_idx: dict[str, int] | None, extensions: tu
         if (root / split).is_dir():
             files = _scan_folder(root / split, class_to_idx, extensions)
             if not files:
-                raise SourceError(f"{root / split}: no image files with extensions {extensions}")
-            readers[split] = FileReader(files)
+                raise SourceError(f"{root / split}: no files with extensions {extensions}")
+            readers[split] = reader(files)
             every.extend(path for path, _ in files)
     return readers, class_to_idx, every
 

@@ -1,5 +1,8 @@
 """``npz:PATH`` — arrays x_train, y_train, x_test, y_test, optional x_val, y_val and class_names;
-x uint8 / uint16 / float in [0, 1], [N, H, W] or [N, H, W, C] with C in 1..4; y 1-D integers."""
+y 1-D integers. Images (option ``dims`` 2, the default): x uint8 / uint16 / float in [0, 1],
+[N, H, W] or [N, H, W, C] with C in 1..4. Signals (``dims: 1``): x [N, C, L] or [N, L]; volumes
+(``dims: 3``): x [N, C, D, H, W] or [N, D, H, W]; channels first, float values as they are (uint8 /
+uint16 scaled to [0, 1])."""
 from __future__ import annotations
 
 import zipfile
@@ -7,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arc.data.sources.readers import ArrayReader, RawSource, SourceError, check_options
+from arc.data.sources.readers import SIGNAL_OPTIONS, ArrayReader, RawSource, SignalArrayReader, SourceError, check_options
 from arc.data.sources.splits import SPLITS
 from arc.files import file_sha256
 
@@ -24,8 +27,17 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
         raise SourceError(f"{path}: not a readable .npz of plain arrays ({err})") from err
 
 
-def _check_npz(path: Path, arrays: dict[str, np.ndarray]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
-    """Validate the arrays of an npz source; returns {split: (x, y)} and the class names."""
+_SIGNAL_SHAPES = {1: "[N, C, L] or [N, L]", 3: "[N, C, D, H, W] or [N, D, H, W]"}
+
+
+def _shape_ok(x: np.ndarray, dims: int) -> bool:
+    if dims == 2:
+        return x.ndim == 3 or (x.ndim == 4 and x.shape[3] in (1, 2, 3, 4))
+    return x.ndim in (dims + 1, dims + 2)
+
+
+def _check_npz(path: Path, arrays: dict[str, np.ndarray], dims: int = 2) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Validate the arrays of an npz source of ``dims``-D samples; returns {split: (x, y)} and the class names."""
     for key in ("x_train", "y_train", "x_test", "y_test"):
         if key not in arrays:
             raise SourceError(f"{path}: missing array {key!r} (has {sorted(arrays)})")
@@ -35,8 +47,9 @@ def _check_npz(path: Path, arrays: dict[str, np.ndarray]) -> tuple[dict[str, tup
     for split, (x, y) in pairs.items():
         if not (x.dtype in (np.uint8, np.uint16) or np.issubdtype(x.dtype, np.floating)):
             raise SourceError(f"{path}: x_{split} has dtype {x.dtype}; use uint8 (0..255), uint16 or float in [0, 1]")
-        if not (x.ndim == 3 or (x.ndim == 4 and x.shape[3] in (1, 2, 3, 4))):
-            raise SourceError(f"{path}: x_{split} has shape {x.shape}; expected [N, H, W] or [N, H, W, C] with C in 1..4")
+        if not _shape_ok(x, dims):
+            expected = "[N, H, W] or [N, H, W, C] with C in 1..4" if dims == 2 else f"{_SIGNAL_SHAPES[dims]} (option dims: {dims})"
+            raise SourceError(f"{path}: x_{split} has shape {x.shape}; expected {expected}")
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise SourceError(f"{path}: y_{split} must be a 1-D integer array, got {y.dtype} {y.shape}")
         if len(x) != len(y):
@@ -59,9 +72,16 @@ def _pool_channels(shape: tuple[int, ...]) -> int:
 
 
 def open_npz(spec: str, arg: str, *, root: Path, download: bool, seed: int, options: dict) -> RawSource:
-    """The arrays of the file ``arg``; content hash: the file's sha256."""
-    check_options(spec, options, set())
+    """The arrays of the file ``arg`` (option ``dims``: 1, 2 or 3 spatial axes; 1 and 3 take the
+    signal options ``length`` / ``shape`` and ``ragged``); content hash: the file's sha256."""
+    dims = options.get("dims", 2)
+    if dims not in (1, 2, 3):
+        raise SourceError(f"{spec}: option dims must be 1, 2 or 3, got {dims!r}")
+    check_options(spec, options, {"dims"} | (SIGNAL_OPTIONS if dims != 2 else set()))
     path = Path(arg)
-    pairs, class_names = _check_npz(path, _npz_arrays(path))
-    readers = {split: ArrayReader(x, y, f"{path.name} x_{split}") for split, (x, y) in pairs.items()}
-    return RawSource(readers, class_names, _pool_channels(pairs["train"][0].shape), path.stem, file_sha256(path))
+    pairs, class_names = _check_npz(path, _npz_arrays(path), dims)
+    if dims == 2:
+        readers = {split: ArrayReader(x, y, f"{path.name} x_{split}") for split, (x, y) in pairs.items()}
+        return RawSource(readers, class_names, _pool_channels(pairs["train"][0].shape), path.stem, file_sha256(path))
+    readers = {split: SignalArrayReader(x, y, f"{path.name} x_{split}", dims) for split, (x, y) in pairs.items()}
+    return RawSource(readers, class_names, readers["train"].channels, path.stem, file_sha256(path), dims=dims)

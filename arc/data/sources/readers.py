@@ -14,6 +14,7 @@ from torch import Tensor
 from arc.data.images import array_to_image
 
 COMMON_OPTIONS = {"channels", "center_crop", "test_fraction", "max_pixels"}
+SIGNAL_OPTIONS = {"length", "shape", "ragged"}  # 1-D / 3-D sources: a fixed length or shape, and how to reach it
 DEFAULT_MAX_PIXELS = 1024 * 1024  # the paper's largest fitted image (the 1024² canvas of padded FMNIST)
 
 
@@ -45,6 +46,7 @@ class RawSource:
     channels: int
     name: str
     content: str | None
+    dims: int = 2  # spatial axes of a sample: 2 for images [C, H, W], 1 for signals [C, L], 3 for volumes [C, D, H, W]
 
 
 class ArrayReader:
@@ -76,6 +78,33 @@ class ArrayReader:
 
     def largest_pixels(self) -> int:
         return self.resize**2 if self.resize is not None else int(np.prod(self.images.shape[1:3]))
+
+
+class SignalArrayReader:
+    """1-D or 3-D samples held as one array [N, C, *S] or [N, *S] (one channel); float values as they
+    are, uint8 / uint16 scaled to [0, 1]."""
+
+    def __init__(self, samples: np.ndarray, labels: np.ndarray, what: str, dims: int):
+        self.samples, self._labels, self.what, self.dims = samples, torch.as_tensor(np.asarray(labels), dtype=torch.long), what, dims
+        self.channels = int(samples.shape[1]) if samples.ndim == dims + 2 else 1
+
+    def __len__(self) -> int:
+        return int(self.samples.shape[0])
+
+    def read(self, i: int) -> Tensor:
+        array = np.asarray(self.samples[i])
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype, 1.0)
+        sample = torch.from_numpy(array.astype(np.float32)) / scale
+        return sample if array.ndim == self.dims + 1 else sample[None]
+
+    def labels(self) -> Tensor:
+        return self._labels
+
+    def describe(self, i: int) -> str:
+        return f"{self.what}[{i}]"
+
+    def largest_pixels(self) -> int:
+        return int(np.prod(self.samples.shape[-self.dims :]))
 
 
 class Subset:

@@ -1,0 +1,109 @@
+"""``audio:PATH`` — PATH/train/<class>/*.wav|flac|ogg (optional val/ and test/), 1-D samples [C, L].
+
+Read with ``soundfile`` (the optional extra ``arc[signals]``); values in [-1, 1] as the files hold them.
+Every file's header is read when the source opens (frames, channels, rate), so mixed sample rates
+are found before any fitting: they need option ``sample_rate`` (each file is then resampled to it,
+polyphase, ``scipy.signal.resample_poly``; the first resample is logged). Option ``channels``
+(default: the channel count of most train files) mixes stereo to mono or repeats mono (counted,
+:class:`arc.data.sources.signal_split.SignalSplit`); ``length`` with ``ragged`` fixes the length
+(see :mod:`arc.data.signals`). A file whose header or data cannot be read is a counted skip.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from arc.data.images import ImageReadError
+from arc.data.sources.imagefolder import open_folders
+from arc.data.sources.readers import SIGNAL_OPTIONS, RawSource, SourceError, check_options, positive_int
+from arc.files import file_list_hash
+
+log = logging.getLogger(__name__)
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+def _soundfile():
+    try:
+        import soundfile
+    except ImportError as err:  # the optional extra
+        raise SourceError("audio sources need the soundfile package: pip install 'arc[signals]'") from err
+    return soundfile
+
+
+class AudioReader:
+    """Audio files read on access; ``headers``: (frames, channels, rate) per file, None for an unreadable one."""
+
+    def __init__(self, files: list[tuple[str, int]]):
+        soundfile = _soundfile()
+        self.paths = [path for path, _ in files]
+        self._labels = torch.tensor([label for _, label in files], dtype=torch.long)
+        self.headers: list[tuple[int, int, int] | None] = []
+        for path in self.paths:
+            try:
+                info = soundfile.info(path)
+                self.headers.append((int(info.frames), int(info.channels), int(info.samplerate)))
+            except (RuntimeError, OSError, ValueError):  # soundfile.LibsndfileError is a RuntimeError
+                self.headers.append(None)
+        self.sample_rate: int | None = None  # set by open_audio when files are resampled
+        self._resampled = False
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, i: int) -> Tensor:
+        header = self.headers[i]
+        if header is None:
+            raise ImageReadError(f"{self.paths[i]}: not a readable audio file")
+        try:
+            data, rate = _soundfile().read(self.paths[i], dtype="float32", always_2d=True)
+        except (RuntimeError, OSError, ValueError) as err:
+            raise ImageReadError(f"{self.paths[i]}: unreadable audio ({err})") from err
+        data = data.T  # [C, L]
+        if self.sample_rate is not None and rate != self.sample_rate:
+            step = gcd(int(rate), self.sample_rate)
+            from scipy.signal import resample_poly
+
+            data = resample_poly(data, self.sample_rate // step, int(rate) // step, axis=1).astype(np.float32)
+            if not self._resampled:
+                log.info("resampling audio from %d Hz to %d Hz (option sample_rate), first %s", rate, self.sample_rate, self.paths[i])
+                self._resampled = True
+        return torch.from_numpy(np.ascontiguousarray(data))
+
+    def labels(self) -> Tensor:
+        return self._labels
+
+    def describe(self, i: int) -> str:
+        return self.paths[i]
+
+    def largest_pixels(self) -> int:
+        """The most samples of one channel of a file (after resampling)."""
+        lengths = [frames * (self.sample_rate or rate) // rate for frames, _, rate in filter(None, self.headers)]
+        return max(lengths, default=0)
+
+
+def open_audio(spec: str, arg: str, *, root: Path, download: bool, seed: int, options: dict) -> RawSource:
+    """The folder ``arg`` of audio files per class; options ``sample_rate``, ``extensions``, ``channels``,
+    ``length``, ``ragged``; content hash: the (relative path, size) list of the files."""
+    check_options(spec, options, {"sample_rate", "extensions"} | SIGNAL_OPTIONS)
+    folder = Path(arg)
+    extensions = tuple(ext.lower() for ext in options.get("extensions", AUDIO_EXTENSIONS))
+    readers, class_to_idx, every = open_folders(folder, None, extensions, reader=AudioReader)
+    headers = [header for reader in readers.values() for header in reader.headers if header is not None]
+    if not headers:
+        raise SourceError(f"{folder}: none of the {len(every)} files is readable audio")
+    rates = sorted({rate for _, _, rate in headers})
+    if "sample_rate" in options:
+        rate = positive_int(spec, "sample_rate", options["sample_rate"])
+        for reader in readers.values():
+            reader.sample_rate = rate
+    elif len(rates) > 1:
+        raise SourceError(f"{folder}: the files have sample rates {rates} Hz; set option sample_rate to resample them to one")
+    votes = Counter(channels for _, channels, _ in filter(None, readers["train"].headers))
+    native = votes.most_common(1)[0][0] if votes else 1
+    return RawSource(readers, list(class_to_idx), native, folder.resolve().name, file_list_hash(folder, every), dims=1)
