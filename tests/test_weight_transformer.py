@@ -9,7 +9,7 @@ from arc.baseline_training.weight_transformer import NeuronTransformer, WeightTr
 from arc.baseline_training.weights_data import WeightDataModule, standardise, tensor_statistics
 from arc.baselines.fitting import step_inputs
 from arc.baselines.inr import INRConfig, WeightStack, forward, init_stack
-from arc.baselines.tokens import neuron_tokens, token_widths
+from arc.baselines.tokens import hidden_links, neuron_tokens, token_widths
 
 SIREN = INRConfig(hidden=(32, 32))
 SHAPES = SIREN.shapes(1)
@@ -37,6 +37,8 @@ def test_neuron_tokens_of_a_siren():
     torch.testing.assert_close(tokens[0][:, :, :2], stack.weights[0])  # input weights raw
     torch.testing.assert_close(tokens[1][:, :, 33], stack.weights[2][:, 0, :])  # output weights raw
     torch.testing.assert_close(tokens[0][:, 5, 3:], stack.weights[1][:, :, 5].sort(dim=1).values)  # hidden ones sorted
+    links = hidden_links(stack.flat(), SHAPES)
+    assert len(links) == 1 and torch.equal(links[0], stack.weights[1])
     with pytest.raises(ValueError, match="at least one hidden layer"):
         token_widths([(1, 2)])
 

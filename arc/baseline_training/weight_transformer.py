@@ -4,7 +4,10 @@ In the spirit of the weight-space work that reads networks neuron by neuron (the
 of DWSNets, neural functional transformers, graph metanetworks): :func:`arc.baselines.tokens.neuron_tokens`
 turns a flat weight vector into one token per hidden neuron (incoming weights, bias, outgoing
 weights), each layer's tokens are embedded by a linear map of their own plus a learned layer
-embedding, a pre-norm transformer encoder mixes all tokens, and their mean feeds a linear head.
+embedding, one message step along the hidden-to-hidden weights (:func:`arc.baselines.tokens.hidden_links`:
+neuron j of layer l gets Σ_i W_l[j, i] h_i from layer l-1 and Σ_k W_(l+1)[k, j] h_k from layer l+1,
+each / fan, through a linear map per link and direction) tells each token whom it is linked to, a
+pre-norm transformer encoder mixes all tokens, and their mean feeds a linear head.
 There is no position over the neurons of a layer, so the logits are invariant to permuting the
 hidden neurons of the INR (``tests/test_weight_transformer.py``); read it with the data module's
 ``standardise: tensor`` (one scale per weight tensor keeps that invariance; per-dimension statistics do not).
@@ -20,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from arc.baseline_training.weight_mlp import WeightClassifier
-from arc.baselines.tokens import neuron_tokens, token_widths
+from arc.baselines.tokens import hidden_links, neuron_tokens, token_widths
 from arc.seeding import derive_seed, run_seed
 
 
@@ -44,6 +47,8 @@ class NeuronTransformer(nn.Module):
         self.shapes = layer_shapes(widths)
         self.embed = nn.ModuleList(nn.Linear(width, dim) for width in token_widths(self.shapes))
         self.layer_embedding = nn.Parameter(torch.randn(len(self.embed), dim) * 0.02)
+        self.from_below = nn.ModuleList(nn.Linear(dim, dim) for _ in self.embed[1:])  # link l: layer l-1 -> l
+        self.from_above = nn.ModuleList(nn.Linear(dim, dim) for _ in self.embed[1:])  # link l: layer l -> l-1
         block = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(block, depth, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
@@ -56,7 +61,11 @@ class NeuronTransformer(nn.Module):
     def forward(self, weights: Tensor) -> Tensor:
         tokens = [embed(layer) + self.layer_embedding[l] for l, (embed, layer)
                   in enumerate(zip(self.embed, neuron_tokens(weights, self.shapes)))]
-        return self.head(self.encoder(torch.cat(tokens, dim=1)).mean(dim=1))
+        mixed = list(tokens)
+        for l, links in enumerate(hidden_links(weights, self.shapes), start=1):  # links [N, h_l, h_(l-1)]
+            mixed[l] = mixed[l] + self.from_below[l - 1](links @ tokens[l - 1] / links.shape[2])
+            mixed[l - 1] = mixed[l - 1] + self.from_above[l - 1](links.transpose(1, 2) @ tokens[l] / links.shape[1])
+        return self.head(self.encoder(torch.cat(mixed, dim=1)).mean(dim=1))
 
 
 class WeightTransformerClassifier(WeightClassifier):

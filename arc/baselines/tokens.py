@@ -13,6 +13,10 @@ entries that index the inputs or the outputs (fixed order) are kept as they are.
 position over the neurons of a layer (attention, a mean) is then invariant to every hidden permutation
 (``tests/test_weight_transformer.py``). The tokens of a [2, 32, 32, 1] SIREN: 32 of length 2 + 1 + 32
 (raw input weights, sorted outgoing) and 32 of length 32 + 1 + 1 (sorted incoming, raw output weight).
+
+Sorting keeps which values a neuron's links carry but not whom they link; :func:`hidden_links` gives
+the hidden-to-hidden matrices themselves, for a reader that passes messages along them (a sum over
+the neurons of a layer weighted by their links is invariant to permuting them).
 """
 from __future__ import annotations
 
@@ -47,3 +51,11 @@ def neuron_tokens(flat: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tenso
             outgoing = outgoing.sort(dim=2).values
         tokens.append(torch.cat([incoming, stack.biases[l].unsqueeze(2), outgoing], dim=2))
     return tokens
+
+
+def hidden_links(flat: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tensor]:
+    """The weights between consecutive hidden layers, W_l [N, h_l, h_(l-1)] for l = 1 .. L-1, of flat
+    weights [N, P] of layers ``shapes`` (empty for one hidden layer)."""
+    token_widths(shapes)
+    stack = WeightStack.from_flat(flat, shapes)
+    return stack.weights[1:-1]
