@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from arc.cloud import CloudBatch, CloudError
+from arc.data.clouds import CloudDataset
 from arc.field import (
     Decoder,
     DecoderMeta,
@@ -281,6 +282,9 @@ def test_store_manifest_records_d_and_old_stores_read_as_images(tmp_path):
     assert clouds.pos.shape == (6, 1) and clouds.size.shape == (2, 1)
     with pytest.raises(StoreError, match="2-D samples .* 1-D ones"):
         line.write_shard("train", 1, _clouds(2), torch.zeros(2))
+    line.record({"train": 2}, {})
+    dataset = CloudDataset(line, "train")
+    assert dataset[1].pos.shape == (3, 1) and dataset.__getitems__([1, 0])[0].validate().size.tolist() == [[5], [5]]
     old = CloudStore.create_or_open(tmp_path / "old", _manifest(None))  # written before manifests had dims
     assert old.dims == 2 and "dims" not in json_of(tmp_path / "old")
     assert CloudStore.create_or_open(tmp_path / "old", _manifest(2)).key == old.key  # the same store, resumable

@@ -53,7 +53,7 @@ class CloudDataset(Dataset):
         if expected is None or found != expected:
             raise StoreError(f"{self.store.path / split}: {found} clouds on disk, the manifest says {expected}; run "
                              f"anchoring again to refit missing shards and record the split (`arc store verify {self.store.path}`)")
-        empty = {"size": torch.zeros(0, 2, dtype=torch.long), "psnr": torch.zeros(0), "colour_mean": torch.zeros(0, 0), "colour_std": torch.zeros(0, 0)}
+        empty = {"size": torch.zeros(0, self.store.dims, dtype=torch.long), "psnr": torch.zeros(0), "colour_mean": torch.zeros(0, 0), "colour_std": torch.zeros(0, 0)}
         fields = {name: torch.cat(values) if values else empty.get(name, torch.zeros(0, dtype=torch.long)) for name, values in per_cloud.items()}
         self._shard = torch.cat(shard_of) if shard_of else torch.zeros(0, dtype=torch.long)
         self._start = torch.cat(starts) if starts else torch.zeros(0, dtype=torch.long)
