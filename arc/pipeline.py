@@ -47,8 +47,8 @@ def _no_barrier() -> None:
 
 
 def default_decoder_path(source: ImageSource, field: FieldConfig, pretrain: PretrainConfig, root: str | Path) -> Path:
-    """Where the decoder for (source identity, field, pretrain) lives: keyed by their hash."""
-    return keyed_decoder_path(root, source.spec, decoder_key(source.identity, asdict(field), asdict(pretrain)))
+    """Where the decoder for (source identity, field, pretrain, the source's D) lives: keyed by their hash."""
+    return keyed_decoder_path(root, source.spec, decoder_key(source.identity, asdict(field), asdict(pretrain), source.dims))
 
 
 def pretraining_indices(num_train: int, pretrain: PretrainConfig) -> list[int]:
@@ -159,6 +159,9 @@ def open_store(
 ) -> CloudStore:
     """Create or reopen the store keyed by (source identity, field, fit, decoder hash)."""
     _, meta = load_decoder(decoder_path)
+    if meta.dims != source.dims:
+        raise DecoderFileError(f"decoder {decoder_path} decodes {meta.dims}-D samples; the source {source.spec} has "
+                               f"{source.dims}-D ones: pretrain a decoder on this source")
     fit_settings = {name: value for name, value in asdict(fit).items() if name != "pixel_budget"}  # memory, not maths
     key = store_key(source.identity, asdict(field), fit_settings, meta.hash, meta.dims)
     directory = Path(path) if path is not None else default_store_dir(store_root, source.spec, key)

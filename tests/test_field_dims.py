@@ -2,6 +2,7 @@
 neighbours, offsets, gradients, fitting, decoding, decoder records, store manifests and keys, PTv3 input."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -325,3 +326,30 @@ def test_the_classifier_takes_clouds_of_every_d():
         assert logits.shape == (2, 3) and bool(torch.isfinite(logits).all())
     with pytest.raises(CloudError, match="D in 1..3"):
         model.classify(torch.zeros(30, 4), torch.randn(30, 6), torch.tensor([12, 30]))
+
+
+# -- the stages on 1-D and 3-D sources -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec,options", [("waves", {"length": 48}), ("solids", {"size": 7})])
+def test_the_stages_fill_a_store_of_d_dimensional_clouds(tmp_path, spec, options):
+    from arc.data.sources import open_source
+    from arc.field import DecoderFileError
+    from arc.pipeline import anchor_stage, default_decoder_path, open_store, pretrain_stage
+
+    source = open_source(spec, count={"train": 5, "val": 2, "test": 2}, **options)
+    field, fit = FieldConfig(latent_dim=4, latents_per_pixel=0.1), FitConfig(steps=5)
+    pretrain = PretrainConfig(images=3, steps=5)
+    path = default_decoder_path(source, field, pretrain, tmp_path)
+    settings = (source.identity, dataclasses.asdict(field), dataclasses.asdict(pretrain))
+    assert path.stem.endswith(decoder_key(*settings, source.dims)) and not path.stem.endswith(decoder_key(*settings))
+    decoder = pretrain_stage(source, field, pretrain, path)
+    store = anchor_stage(source, field, fit, open_store(source, field, fit, decoder, tmp_path / "stores", shard_size=4))
+    dims = source.dims
+    assert store.is_complete and store.dims == dims == json_of(store.path)["dims"]
+    assert store.spacing == pytest.approx(field.spacing_for(dims))
+    clouds = CloudDataset(store, "test").__getitems__([0, 1])[0].validate()
+    assert clouds.dims == dims and clouds.size.shape == (2, dims)
+    images = open_source("shapes", size=8, count={"train": 3, "val": 1, "test": 1})
+    with pytest.raises(DecoderFileError, match=f"decodes {dims}-D samples; the source shapes has 2-D"):
+        open_store(images, field, fit, decoder, tmp_path / "other")
