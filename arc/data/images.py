@@ -106,7 +106,7 @@ def conform_channels(image: Tensor, channels: int) -> tuple[Tensor, bool]:
 def check_source_image(image: Tensor, what: str) -> Tensor:
     """Raise :class:`ImageReadError` (a skip) for NaN/inf, values outside [0, 1] or a side below 2 pixels.
 
-    The source-level rule; the fitting engine's own input check is :func:`arc.field.colour.check_image`.
+    The source-level rule; the fitting engine's own input check is :func:`arc.field.colour.check_sample`.
     """
     if image.ndim != 3:
         raise ImageReadError(f"{what}: expected an image [C, H, W], got shape {tuple(image.shape)}")

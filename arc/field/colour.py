@@ -34,13 +34,6 @@ def check_sample(sample: Tensor, dims: int | None = None) -> int:
     return sample.ndim - 1
 
 
-def check_image(image: Tensor) -> None:
-    """Raise :class:`FieldInputError` unless ``image`` is a finite [C, H, W] floating tensor."""
-    if not isinstance(image, Tensor) or image.ndim != 3:
-        raise FieldInputError(f"an image must be a [C, H, W] tensor, got {getattr(image, 'shape', type(image))}")
-    check_sample(image)
-
-
 def to_fit_space(image01: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor]:
     """Map a sample [C, *S] in [0, 1] (an image [C, H, W]) to the fitting colour space.
 
