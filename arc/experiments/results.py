@@ -110,6 +110,8 @@ def write_plot(path: Path, grid: Grid, runs: Sequence[Run], results: dict[str, R
         means = [statistics.mean(points[x]) for x in xs]
         stds = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0.0 for x in xs]
         axis.errorbar(xs, means, yerr=stds, marker="o", capsize=4, label=label or None)
+    if keys and _numeric(grid.axes[keys[0]]):
+        axis.set_xticks(grid.axes[keys[0]])  # the grid's values, not interpolated ones
     axis.set_xlabel(keys[0] if keys else "")
     axis.set_ylabel(metric or "no finished run")
     axis.set_title(grid.path.name)
