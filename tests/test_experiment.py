@@ -227,3 +227,11 @@ def test_a_run_counts_as_finished_only_with_the_options_it_ran_with(tmp_path):
     assert finished(run).status == "done" and finished(run).metrics == {"test/acc": 0.5}
     (tmp_path / "result.json").write_text(json.dumps({**record, "args": ["--config", "other.yaml"]}))
     assert finished(run) is None  # another grid wrote it: run again
+
+
+def test_slurm_without_sbatch_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    grid, runs, out = fake_runs(tmp_path, "base: demo\noverrides: {data.init_args.root: DATA}\n")
+    assert run_experiment(grid, runs, parse_args([str(grid.path), "--executor", "slurm"]), out) == 2
+    assert "sbatch, which is not on this machine's PATH" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -107,6 +108,9 @@ class SubmititLauncher:
             import submitit
         except ModuleNotFoundError:
             raise GridError("this executor needs submitit: pip install 'arc[cluster]'") from None
+        if cluster == "slurm" and shutil.which("sbatch") is None:
+            raise GridError("--executor slurm submits with Slurm's sbatch, which is not on this machine's PATH "
+                            "(run from a login node, or use --executor local / submitit-local)")
         self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         try:
             self.executor.update_parameters(**{"timeout_min": 24 * 60, **parameters})
@@ -115,14 +119,16 @@ class SubmititLauncher:
         self.lock = threading.Lock()  # one submission at a time
 
     def __call__(self, chain: Sequence[Run]) -> list[RunResult]:
-        with self.lock:
-            job = self.executor.submit(run_chain, list(chain))
-        print(f"submitted job {job.job_id}: {', '.join(run.name for run in chain)}", flush=True)
+        job_id = "not submitted"
         try:
+            with self.lock:
+                job = self.executor.submit(run_chain, list(chain))
+            job_id = job.job_id
+            print(f"submitted job {job_id}: {', '.join(run.name for run in chain)}", flush=True)
             return job.result()
-        except Exception as error:  # the job itself failed (killed, timed out): its runs failed
+        except Exception as error:  # the submission or the job itself failed (killed, timed out): its runs failed
             message = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
-            return [RunResult(run.name, "failed", error=f"job {job.job_id}: {message}") for run in chain]
+            return [RunResult(run.name, "failed", error=f"job {job_id}: {message}", args=list(run.args)) for run in chain]
 
 
 def execute(chains: Sequence[Sequence[Run]], launch: Launcher, parallel: int,
