@@ -19,7 +19,7 @@ from arc.experiments.plan import RunConfigError, plan_runs, resolved_config
 from arc.experiments.results import cell_table, log_to_wandb, write_csv, write_markdown, write_plot
 from arc.experiments.runner import Launcher, RunResult, SubmititLauncher, execute, finished, run_chain
 
-__all__ = ["main", "parse_args", "submitit_parameters"]
+__all__ = ["main", "parse_args", "run_experiment", "run_grid", "submitit_parameters"]
 
 SLURM_FLAGS = {"partition": ("slurm_partition", str), "account": ("slurm_account", str),
                "time": ("timeout_min", int), "gpus": ("gpus_per_node", int), "cpus": ("cpus_per_task", int),
@@ -27,6 +27,7 @@ SLURM_FLAGS = {"partition": ("slurm_partition", str), "account": ("slurm_account
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line of ``tools/experiment.py`` (``--parallel`` at least 1)."""
     parser = argparse.ArgumentParser(prog="tools/experiment.py", description=__doc__.splitlines()[0])
     parser.add_argument("grid", help="grid file (configs/experiments/*.yaml)")
     parser.add_argument("--out", type=Path, help="output folder (default: $ARC_RUNS/experiments/<grid name>)")
@@ -67,6 +68,7 @@ def launcher(grid: Grid, args: argparse.Namespace, out: Path) -> Launcher:
 
 
 def report(result: RunResult) -> None:
+    """One line per finished run: status, name, seconds, and its headline metrics or its error."""
     shown = {k: f"{v:.4f}" for k, v in result.metrics.items() if k in ("test/acc", "fit/psnr_mean")}
     detail = result.error if result.status == "failed" else " ".join(f"{k} {v}" for k, v in shown.items())
     print(f"{result.status:<6} {result.name}  {result.seconds:.1f} s  {detail}", flush=True)
