@@ -123,24 +123,26 @@ def test_a_key_the_cli_rejects_stops_the_grid_before_any_run(tmp_path, capsys):
     assert not (tmp_path / "out" / "runs").exists()
 
 
-def test_the_plan_prepares_each_store_once_and_pretrains_each_decoder_once():
+def test_the_plan_prepares_each_store_once_and_never_two_in_one_place_at_a_time():
     def run(name: str) -> Run:
         return Run({}, 0, name, (), Path(name))
 
-    def config(fit_steps: int, pretrain_steps: int, batch_size: int) -> dict:
+    def config(root: str, fit_steps: int, batch_size: int = 64, store=None) -> dict:
         return {"data": {"class_path": "ARCDataModule", "init_args": {
-            "fit": {"steps": fit_steps}, "pretrain": {"steps": pretrain_steps}, "batch_size": batch_size}}}
+            "root": root, "fit": {"steps": fit_steps}, "batch_size": batch_size, "store": store}}}
 
-    runs = [run(n) for n in "abcde"]
-    configs = {"a/seed0": config(5, 5, 64), "b/seed0": config(5, 5, 32), "c/seed0": config(6, 5, 64),
-               "d/seed0": config(5, 7, 64), "e/seed0": config(6, 5, 8)}
+    configs = {"a": config("r1", 5), "b": config("r1", 5, batch_size=32), "c": config("r1", 6), "d": config("r2", 5),
+               "e": config("r3", 5, store="/s"), "f": config("r4", 5, store="/s"), "g": config("r1", 6, 16),
+               "h": config("r1", 6, 8)}
+    runs = [run(n) for n in configs]
+    configs = {f"{name}/seed0": value for name, value in configs.items()}
     plan = plan_runs(runs, configs)
-    # a and b share a store (batch size only serves it); c fits another store with a's decoder; d has its own decoder
-    assert [[r.slug for r in chain] for chain in plan.prepare] == [["a", "c"], ["d"]]
-    assert [[r.slug for r in chain] for chain in plan.rest(runs, failed=set())] == [["b"], ["e"]]
-    configs["f/seed0"] = config(6, 5, 16)
-    chains = plan_runs([*runs, run("f")], configs).rest([*runs, run("f")], failed={"c/seed0"})
-    assert [[r.slug for r in chain] for chain in chains] == [["b"], ["e", "f"]]  # c's store: one at a time
+    # b, g and h reuse the stores of a and c (the batch size only serves them); a and c write into r1, e and f
+    # into the store /s, so each pair prepares one after the other
+    assert [[r.slug for r in chain] for chain in plan.prepare] == [["a", "c"], ["d"], ["e", "f"]]
+    assert [[r.slug for r in chain] for chain in plan.rest(runs, failed=set())] == [["b"], ["g"], ["h"]]
+    chains = plan.rest(runs, failed={"c/seed0"})  # c's store may be unfitted: its runs go one at a time
+    assert [[r.slug for r in chain] for chain in chains] == [["b"], ["g", "h"]]
 
 
 def test_runs_go_on_after_a_failure_and_a_second_call_reruns_nothing(tmp_path, capsys):

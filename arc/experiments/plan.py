@@ -1,13 +1,13 @@
 """Check every run's command line before anything starts, and order the runs so that parallel runs
 never fit the same cloud store or pretrain the same decoder at the same time.
 
-A run's representation is its resolved ``data`` block: the decoder is keyed by the data settings
-without the fitting ones (``fit``, ``store``, ``shard_size``), the store by the data settings
-without what only serves batches (``batch_size``, ``num_workers``, ``predict_split``) — the same
-split as :mod:`arc.store.keys`, a little finer, which only makes the order more cautious. The
-first pending run of each store prepares it (decoder pretraining, then anchoring); the preparers of
-stores that share a decoder run one after another, and every other run starts only once its store
-is prepared.
+Two runs share their stores when their resolved ``data`` blocks agree on everything but what only
+serves batches (``batch_size``, ``num_workers``, ``predict_split``) and they agree on
+``test_after_fit`` (whether the run fits the test split): at least as fine as :mod:`arc.store.keys`,
+so runs grouped apart may still share a store, never the other way round. The first pending run of
+each group prepares its stores (decoder pretraining, anchoring) and the others start once it ended.
+Preparing runs that could write the same files — the same ``data.root`` (decoders and stores live
+there), or the same explicit ``data.store`` / ``data.decoder`` path — run one after another.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import io
 import json
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
@@ -25,7 +26,7 @@ from arc.experiments.grid import Run
 __all__ = ["Plan", "RunConfigError", "plan_runs", "resolved_config"]
 
 SERVING_KEYS = ("batch_size", "num_workers", "predict_split")
-FITTING_KEYS = ("fit", "store", "shard_size")
+PATH_KEYS = ("root", "store", "decoder")
 
 
 class RunConfigError(ValueError):
@@ -49,19 +50,28 @@ def resolved_config(run: Run) -> dict[str, Any]:
     return yaml.safe_load(out.getvalue())
 
 
-def _key(data: dict[str, Any], dropped: Sequence[str]) -> str:
-    settings = {k: v for k, v in (data.get("init_args") or {}).items() if k not in dropped}
-    return json.dumps({"class_path": data.get("class_path"), "init_args": settings}, sort_keys=True, default=str)
+def store_group(config: dict[str, Any]) -> str:
+    """The key of the runs whose stores are the same: the ``data`` block without its serving keys, and
+    ``test_after_fit``."""
+    data = config.get("data") or {}
+    settings = {k: v for k, v in (data.get("init_args") or {}).items() if k not in SERVING_KEYS}
+    return json.dumps({"class_path": data.get("class_path"), "init_args": settings,
+                       "test_after_fit": config.get("test_after_fit", True)}, sort_keys=True, default=str)
+
+
+def written_paths(config: dict[str, Any]) -> set[str]:
+    """Where a run may pretrain or fit: its data root and any explicit store or decoder path (resolved)."""
+    settings = (config.get("data") or {}).get("init_args") or {}
+    return {f"{key}:{Path(settings[key]).resolve()}" for key in PATH_KEYS if settings.get(key)}
 
 
 @dataclass(frozen=True)
 class Plan:
     """``prepare``: chains of runs (each chain one after another, chains side by side) that prepare each store;
-    ``store_of``: run name -> store key; ``decoder_of``: run name -> decoder key."""
+    ``store_of``: run name -> :func:`store_group`."""
 
     prepare: list[list[Run]]
     store_of: dict[str, str]
-    decoder_of: dict[str, str]
 
     def rest(self, runs: Sequence[Run], failed: set[str]) -> list[list[Run]]:
         """The chains of the runs not in ``prepare``: one each, except that the runs of a store whose preparer
@@ -78,16 +88,23 @@ class Plan:
 
 
 def plan_runs(runs: Sequence[Run], configs: dict[str, dict[str, Any]]) -> Plan:
-    """The plan of the pending ``runs`` from their resolved ``configs`` (run name -> :func:`resolved_config`)."""
-    store_of, decoder_of = {}, {}
-    for run in runs:
-        data = configs[run.name].get("data") or {}
-        store_of[run.name] = _key(data, SERVING_KEYS)
-        decoder_of[run.name] = _key(data, (*SERVING_KEYS, *FITTING_KEYS))
+    """The plan of the pending ``runs`` from their resolved ``configs`` (run name -> :func:`resolved_config`):
+    the first run of each store group prepares it; preparers that share a written path form one chain."""
+    store_of = {run.name: store_group(configs[run.name]) for run in runs}
     first: dict[str, Run] = {}
     for run in runs:
         first.setdefault(store_of[run.name], run)
+    owner: dict[str, str] = {}  # union-find over runs and paths: connected preparers share a chain
+
+    def find(item: str) -> str:
+        while owner.setdefault(item, item) != item:
+            item = owner[item]
+        return item
+
+    for run in first.values():
+        for path in written_paths(configs[run.name]):
+            owner[find(path)] = find(run.name)
     chains: dict[str, list[Run]] = {}
     for run in first.values():
-        chains.setdefault(decoder_of[run.name], []).append(run)
-    return Plan(list(chains.values()), store_of, decoder_of)
+        chains.setdefault(find(run.name), []).append(run)
+    return Plan(list(chains.values()), store_of)
