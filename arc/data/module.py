@@ -298,12 +298,13 @@ class ARCDataModule(ImageDataModule):
                             self.field.neighbours, key="fit/reconstruction", step=0, originals=originals)
 
     def representation_metrics(self) -> dict[str, float]:
-        """How well and at what size the served clouds represent their images, over the store's recorded splits:
-        ``fit/psnr_mean`` (dB, mean over clouds), ``repr/latents_mean`` (latents per cloud) and
-        ``repr/params_per_sample`` (latents × latent dim); empty while no store is open or it holds no cloud."""
-        if self.cloud_store is None:
-            return {}
-        splits = [CloudDataset(self.cloud_store, split) for split in SPLITS if self.cloud_store.has_split(split)]
+        """How well and at what size the served clouds represent their images, over every recorded split (the
+        test split from its own store with ``test_canvas``): ``fit/psnr_mean`` (dB, mean over clouds),
+        ``repr/latents_mean`` (latents per cloud) and ``repr/params_per_sample`` (latents × latent dim); empty
+        while no store is open or the stores hold no cloud."""
+        stores = {split: self.test_store if split == "test" and self.test_canvas is not None else self.cloud_store
+                  for split in SPLITS}
+        splits = [CloudDataset(store, split) for split, store in stores.items() if store is not None and store.has_split(split)]
         if not sum(len(split) for split in splits):
             return {}
         latents = torch.cat([split.point_counts for split in splits]).double().mean().item()
