@@ -74,7 +74,7 @@ def test_the_transformer_learns_the_weights_of_separable_images(tmp_path):
         WeightTransformerClassifier(data.num_classes, data.latent_dim, widths=[2, 16, 1])
     model = WeightTransformerClassifier(data.num_classes, data.latent_dim, widths=[2, 8, 1], dim=16, depth=1, heads=2,
                                         dropout=0.0, lr=3e-3, seed=0)
-    trainer = pl.Trainer(max_epochs=12, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=data)
     assert trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"] >= 0.8
