@@ -170,3 +170,22 @@ def test_shards_from_before_checksums_get_theirs_recorded(tmp_path):
     _damage_weights(path)
     with pytest.raises(StoreError, match="damaged shard"):
         legacy.collect("train")
+
+
+def test_arc_store_verify_checks_a_weight_store_and_repair_lets_a_run_refit(tmp_path, capsys):
+    from arc.store.verify import main as store_main
+
+    split = Split()
+    store = WeightStore.create_or_open(tmp_path / "w", "src", INR, FIT, channels=1, shard_size=3)
+    fit_weight_store(store, "train", split, INR, FIT)
+    assert store_main(["verify", str(store.path)]) == 0
+    assert "weight store, 3 shards checked, 0 problems" in capsys.readouterr().out
+    _damage_weights(store.shard_path("train", 2))
+    assert store_main(["verify", str(store.path)]) == 1
+    assert f"{store.shard_path('train', 2)}: damaged shard" in capsys.readouterr().out
+    assert store_main(["verify", str(store.path), "--repair"]) == 1
+    assert "un-recorded train" in capsys.readouterr().out and not store.shard_path("train", 2).exists()
+    again = WeightStore.open(store.path)
+    assert again.counts == {} and fit_weight_store(again, "train", split, INR, FIT) == 1
+    assert store_main(["verify", str(store.path)]) == 0
+    assert store_main(["verify", str(tmp_path)]) == 2 and "not a cloud store" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``arc store verify STORE [--repair]``: check every shard of a cloud store and its statistics.
+"""``arc store verify STORE [--repair]``: check every shard of a cloud store and its statistics (a weight
+store of the baselines: :mod:`arc.baselines.weight_verify`).
 
 Every shard file is read whole and checked (header, structure, checksum); each recorded split must
 have all its shards, with the counts and skips the manifest records; the train statistics must
@@ -148,6 +149,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         store = CloudStore.open(args.store)
+    except StoreError as err:  # perhaps a weight store of the baselines (imported here only: arc.store stays below them)
+        from arc.baselines.weight_verify import verify_main
+
+        return verify_main(args.store, args.repair, err)
+    try:
         report = verify_store(store)
     except StoreError as err:
         print(f"arc store: {err}", file=sys.stderr)
