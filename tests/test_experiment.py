@@ -205,13 +205,14 @@ def test_the_plot_has_one_line_per_value_of_the_second_axis(tmp_path):
 
 @pytest.mark.slow
 def test_the_real_cli_writes_metrics_and_the_table(tmp_path):
-    """A tiny demo run through ``arc fit``: metrics.json with the test, classifier and representation metrics."""
+    """A tiny run of the demo config on 40 generated shapes through ``arc fit``: metrics.json with the test, classifier and representation metrics."""
     path = write_grid(tmp_path, """
 base: demo
 seeds: [0]
-overrides: {data.init_args.root: DATA, data.init_args.fit.steps: 3, data.init_args.pretrain.steps: 3,
-            data.init_args.pretrain.images: 8, trainer.limit_train_batches: 1, trainer.limit_val_batches: 1,
-            trainer.limit_test_batches: 1, trainer.logger: false}
+overrides: {data.init_args.root: DATA, data.init_args.source: shapes,
+            data.init_args.source_options: {size: 12, count: {train: 24, val: 8, test: 8}},
+            data.init_args.fit.steps: 3, data.init_args.pretrain.steps: 3, data.init_args.pretrain.images: 8,
+            trainer.logger: false}
 grid: {trainer.max_epochs: [2]}
 """)
     assert main([str(path), "--out", str(tmp_path / "out")]) == 0
