@@ -29,8 +29,9 @@ class ARCMix:
     """Mix every cloud i with a partner j; one lambda ~ Beta(alpha, alpha) per batch, applied with probability ``p``.
 
     variant "subset": floor(lambda k_i) random points of i and floor((1-lambda) k_j) random points of j.
-    variant "box": a box covering (1-lambda) of cloud i's image area (inside the image, random place):
-    points of i outside the box and points of j inside it (j's positions read in the same pixel frame).
+    variant "box": a D-dimensional box covering (1-lambda) of cloud i's sample volume (image area in 2-D,
+    an interval in 1-D; inside the sample, random place; every side the fraction (1-lambda)^(1/D) of
+    the sample's): points of i outside the box and points of j inside it (j's positions read in the same frame).
     Partners come from the original batch: ``partner="roll"`` (j = i+1 mod B) or ``"permute"`` (random).
     Targets become soft [B, classes]: each cloud's weight is its actual share of points.
     A pair whose mix would be empty keeps cloud i unchanged (weight 1).
@@ -114,12 +115,12 @@ class ARCMix:
 
     @staticmethod
     def _inside(pos: Tensor, lo: Tensor, extent: Tensor) -> Tensor:
-        """[N] bool: pos [N, 2] lies in the half-open box [lo, lo + extent) (both [N, 2])."""
+        """[N] bool: pos [N, D] lies in the half-open box [lo, lo + extent) (both [N, D])."""
         return ((pos >= lo) & (pos < lo + extent)).all(dim=1)
 
     def _boxes(self, batch: CloudBatch, lam: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """[B, 2] low corner and [B, 2] extent of each cloud's box; the image spans [-0.5, H-0.5) x [-0.5, W-0.5)."""
-        size = batch.size.to(torch.float32)
-        extent = size * math.sqrt(max(0.0, 1.0 - lam))
-        lo = -0.5 + (size - extent) * rand((len(batch), 2), batch.device, generator)
+        """[B, D] low corner and [B, D] extent of each cloud's box; the sample spans [-0.5, S-0.5) on every axis."""
+        size, d, share = batch.size.to(torch.float32), batch.dims, max(0.0, 1.0 - lam)
+        extent = size * (math.sqrt(share) if d == 2 else share ** (1.0 / d))  # sqrt: the 2-D draws bit for bit
+        lo = -0.5 + (size - extent) * rand((len(batch), d), batch.device, generator)
         return lo.to(batch.pos.dtype), extent.to(batch.pos.dtype)
