@@ -5,7 +5,7 @@ An edit is written ``name:key=value,...`` (see :func:`parse_edit`) and applied t
 (row, col) pixels, origin top-left; the image centre is ((H-1)/2, (W-1)/2); ``dx`` = +col,
 ``dy`` = +row; a positive angle turns counter-clockwise as the image is displayed.
 
-Edits and what they do (parameters in pixels of the image frame):
+Edits and what they do (parameters in pixels of the image frame; the table is the 2-D spelling):
 
 =================================================  ==============================================
 ``translate:dx=..,dy=..``                           move every latent by (dy, dx)
@@ -31,6 +31,14 @@ transformed reconstruction itself, for any angle; quarter turns and flips use ex
 matrices, so on the pixel grid they equal ``torch.rot90`` / ``torch.flip`` of the
 reconstruction. Later point edits (push, mask, mix, approximate moves) act in the displayed
 frame: positions are mapped out through the inverse of ``query_map``, edited, and mapped back.
+
+**D = 1, 3** (:mod:`arc.geometry`: coordinates in tensor order, axes ``h`` = last, ``v``, ``d`` =
+the slices of a 3-D sample): ``dx`` moves along the last axis (time in 1-D), ``dy`` along rows,
+``by=..`` moves by D numbers; pivots are ``at=..`` (D numbers; ``row``/``col`` are 2-D only);
+``flip:axis=h|v|d``; ``rotate`` turns about ``axis=d|v|h`` in 3-D (default ``d``: every slice
+alike) and is an error in 1-D; ``box=`` takes the low then the high corner (2·D numbers),
+``circle=`` a centre and a radius (D + 1: a ball); ``left-right`` splits at the centre of the
+last axis. Push, noise, fraction masks and ``stack`` work as in 2-D.
 
 Mixing decodes the other cloud's points with this cloud's colour transform (clouds live in
 the standardised fitting space; the mix takes its contrast from the first cloud).
@@ -99,14 +107,20 @@ def _integer(kind: str, key: str, text: str) -> int:
         raise EditError(f"{kind}: {key} must be an integer, got {text!r}") from None
 
 
-def _numbers(count: int) -> Callable[[str, str, str], tuple[float, ...]]:
-    def parse(kind: str, key: str, text: str) -> tuple[float, ...]:
-        parts = text.split(",")
-        if len(parts) != count:
-            raise EditError(f"{kind}: {key} takes {count} comma-separated numbers, got {text!r}")
-        return tuple(_number(kind, key, part) for part in parts)
+# key -> (the 2-D count and spelling, the counts for D = 1, 2, 3 and their spelling)
+_LISTS = {"box": (4, "r0,c0,r1,c1", (2, 4, 6), "2·D: t0,t1 in 1-D, s0,r0,c0,s1,r1,c1 in 3-D"),
+          "circle": (3, "r,c,radius", (2, 3, 4), "D + 1: t,radius in 1-D, s,r,c,radius in 3-D"),
+          "by": (2, "dy,dx", (1, 2, 3), "D: dt in 1-D, ds,dy,dx in 3-D"),
+          "at": (2, "row,col", (1, 2, 3), "D: t in 1-D, s,r,c in 3-D")}
 
-    return parse
+
+def _numbers(kind: str, key: str, text: str) -> tuple[float, ...]:
+    """A list of numbers whose count fits some D (:data:`_LISTS`); the cloud's D is checked when applied."""
+    parts = text.split(",")
+    count, shown, counts, general = _LISTS[key]
+    if len(parts) not in counts:
+        raise EditError(f"{kind}: {key} takes {count} comma-separated numbers {shown} for an image ({general}), got {text!r}")
+    return tuple(_number(kind, key, part) for part in parts)
 
 
 def _choice(*options: str) -> Callable[[str, str, str], str]:
@@ -124,18 +138,19 @@ def _text(kind: str, key: str, text: str) -> str:
 
 # kind -> key -> (parser, default); default ``...`` means required.
 EDITS: dict[str, dict[str, tuple[Callable[[str, str, str], Any], Any]]] = {
-    "translate": {"dx": (_number, 0.0), "dy": (_number, 0.0)},
-    "rotate": {"deg": (_number, ...), "row": (_number, None), "col": (_number, None)},
-    "flip": {"axis": (_choice("h", "v"), ...)},
-    "scale": {"factor": (_number, ...), "row": (_number, None), "col": (_number, None)},
+    "translate": {"dx": (_number, 0.0), "dy": (_number, 0.0), "by": (_numbers, None)},
+    "rotate": {"deg": (_number, ...), "row": (_number, None), "col": (_number, None), "at": (_numbers, None),
+               "axis": (_choice("d", "v", "h"), None)},
+    "flip": {"axis": (_choice("h", "v", "d"), ...)},
+    "scale": {"factor": (_number, ...), "row": (_number, None), "col": (_number, None), "at": (_numbers, None)},
     "push": {"px": (_number, ...), "seed": (_integer, 0)},
-    "mask": {"box": (_numbers(4), None), "circle": (_numbers(3), None), "fraction": (_number, None), "seed": (_integer, None)},
-    "mix": {"index": (_integer, ...), "mode": (_choice("stack", "left-right", "box"), "left-right"), "box": (_numbers(4), None),
+    "mask": {"box": (_numbers, None), "circle": (_numbers, None), "fraction": (_number, None), "seed": (_integer, None)},
+    "mix": {"index": (_integer, ...), "mode": (_choice("stack", "left-right", "box"), "left-right"), "box": (_numbers, None),
             "split": (_text, None)},
     "noise": {"std": (_number, ...), "seed": (_integer, 0)},
 }
 GEOMETRIC = ("translate", "rotate", "flip", "scale")
-_LIST_KEYS = ("box", "circle")
+_LIST_KEYS = tuple(_LISTS)
 
 
 def _tokens(kind: str, body: str) -> tuple[dict[str, str], bool]:
@@ -215,6 +230,10 @@ def _example(kind: str) -> str:
 def _check(kind: str, params: dict[str, Any]) -> None:
     if ("row" in params) != ("col" in params):
         raise EditError(f"{kind}: give both row and col of the pivot, or neither (image centre)")
+    if "at" in params and "row" in params:
+        raise EditError(f"{kind}: give the pivot as row=,col= or as at=, not both")
+    if "by" in params and (params["dx"] or params["dy"]):
+        raise EditError("translate: give the move as dx=,dy= or as by=, not both")
     if kind == "scale" and params["factor"] <= 0:
         raise EditError(f"scale: factor must be > 0, got {params['factor']:g}")
     if kind in ("push", "noise"):
@@ -237,9 +256,9 @@ def _check(kind: str, params: dict[str, Any]) -> None:
         if params["mode"] != "box" and "box" in params:
             raise EditError(f"mix: box= is only used with mode=box, not mode={params['mode']}")
     if "box" in params:
-        r0, c0, r1, c1 = params["box"]
-        if r1 <= r0 or c1 <= c0:
-            raise EditError(f"{kind}: box must have r0 < r1 and c0 < c1, got {_fmt(params['box'])}")
+        half = len(params["box"]) // 2
+        if any(hi <= lo for lo, hi in zip(params["box"][:half], params["box"][half:])):
+            raise EditError(f"{kind}: box must have r0 < r1 and c0 < c1 (low < high on every axis), got {_fmt(params['box'])}")
 
 
 # ---------------------------------------------------------------- applying
@@ -248,39 +267,75 @@ def _check(kind: str, params: dict[str, Any]) -> None:
 @dataclass(frozen=True)
 class EditState:
     """One edited cloud: ``cloud`` (a batch of one, positions in the cloud's own frame) and
-    ``query_map`` from displayed (output) coordinates to that frame (identity unless exact edits ran)."""
+    ``query_map`` from displayed (output) coordinates to that frame (identity unless exact edits ran;
+    the default identity takes the cloud's D)."""
 
     cloud: CloudBatch
     query_map: Affine = field(default_factory=Affine)
 
+    def __post_init__(self) -> None:
+        if self.query_map.dims != self.cloud.dims:
+            if not self.query_map.is_identity:
+                raise EditError(f"a {self.query_map.dims}-D query map for a {self.cloud.dims}-D cloud")
+            object.__setattr__(self, "query_map", Affine.identity(self.cloud.dims))
+
     def displayed_positions(self) -> Tensor:
-        """[N, 2] latent positions as they appear in the output image."""
+        """[N, D] latent positions as they appear in the output image."""
         if self.query_map.is_identity:
             return self.cloud.pos
         return self.query_map.inverse()(self.cloud.pos)
 
 
-def _centre(cloud: CloudBatch) -> tuple[float, float]:
-    """The (row, col) image centre of a one-cloud batch, in pixels."""
-    row, col = image_centre(cloud.size[0], torch.float64).tolist()
-    return row, col
+def _centre(cloud: CloudBatch) -> tuple[float, ...]:
+    """The centre of the sample of a one-cloud batch ((row, col) in 2-D), in sample points."""
+    return tuple(image_centre(cloud.size[0], torch.float64).tolist())
 
 
-def _pivot(cloud: CloudBatch, params: dict[str, Any]) -> tuple[float, float]:
-    return (params["row"], params["col"]) if "row" in params else _centre(cloud)
+def _sized(kind: str, key: str, values: tuple[float, ...], dims: int) -> tuple[float, ...]:
+    """``values`` of list parameter ``key``, or :class:`EditError` unless their count fits D = ``dims``."""
+    count, _, counts, general = _LISTS[key]
+    if len(values) != counts[dims - 1]:
+        raise EditError(f"{kind}: {key} has {len(values)} numbers; a {dims}-D cloud needs {counts[dims - 1]} ({general})")
+    return values
+
+
+def _pivot(kind: str, cloud: CloudBatch, params: dict[str, Any]) -> tuple[float, ...]:
+    if "at" in params:
+        return _sized(kind, "at", params["at"], cloud.dims)
+    if "row" in params:
+        if cloud.dims != 2:
+            raise EditError(f"{kind}: row=,col= name a 2-D pivot; give at= with {cloud.dims} number(s) for a {cloud.dims}-D cloud")
+        return params["row"], params["col"]
+    return _centre(cloud)
+
+
+def _move(params: dict[str, Any], dims: int) -> tuple[float, ...]:
+    """The translation in tensor order: ``by``, or dx along the last axis and dy along the rows."""
+    if "by" in params:
+        return _sized("translate", "by", params["by"], dims)
+    if dims == 1:
+        if params["dy"]:
+            raise EditError("translate: a 1-D cloud has one axis; move it with dx= (or by=)")
+        return (params["dx"],)
+    return (0.0,) * (dims - 2) + (params["dy"], params["dx"])
 
 
 def geometric_map(edit: Edit, cloud: CloudBatch) -> Affine:
     """The affine map T (displayed frame) of a translate / rotate / flip / scale edit."""
     p = edit.params
-    if edit.kind == "translate":
-        return Affine.translation(p["dy"], p["dx"])
-    if edit.kind == "rotate":
-        return Affine.rotation(p["deg"], _pivot(cloud, p))
-    if edit.kind == "flip":
-        return Affine.flip(p["axis"], _centre(cloud))
-    if edit.kind == "scale":
-        return Affine.scaling(p["factor"], _pivot(cloud, p))
+    try:
+        if edit.kind == "translate":
+            return Affine.translation(*_move(p, cloud.dims))
+        if edit.kind == "rotate":
+            return Affine.rotation(p["deg"], _pivot(edit.kind, cloud, p), p.get("axis"))
+        if edit.kind == "flip":
+            return Affine.flip(p["axis"], _centre(cloud))
+        if edit.kind == "scale":
+            return Affine.scaling(p["factor"], _pivot(edit.kind, cloud, p))
+    except EditError:
+        raise
+    except ValueError as err:  # an axis or a rotation the cloud's D lacks
+        raise EditError(f"{edit.kind}: {err}") from None
     raise EditError(f"{edit.kind} is not a geometric edit")
 
 
@@ -292,19 +347,21 @@ def _keep(cloud: CloudBatch, keep: Tensor) -> CloudBatch:
     return replace(cloud, pos=cloud.pos[keep], lat=cloud.lat[keep], offset=keep.sum().reshape(1).to(torch.long))
 
 
-def _inside_box(pos: Tensor, box: tuple[float, ...]) -> Tensor:
-    r0, c0, r1, c1 = box
-    return (pos[:, 0] >= r0) & (pos[:, 0] < r1) & (pos[:, 1] >= c0) & (pos[:, 1] < c1)
+def _inside_box(kind: str, pos: Tensor, box: tuple[float, ...]) -> Tensor:
+    """[N] bool: pos [N, D] lies in the half-open box from the low corner box[:D] to the high one box[D:]."""
+    d = pos.shape[1]
+    box = _sized(kind, "box", box, d)
+    lo, hi = torch.tensor(box[:d], dtype=pos.dtype), torch.tensor(box[d:], dtype=pos.dtype)
+    return ((pos >= lo) & (pos < hi)).all(dim=1)
 
 
 def _mask(cloud: CloudBatch, params: dict[str, Any]) -> CloudBatch:
     if "fraction" in params:
         return Mask(params["fraction"])(cloud, _generator(params.get("seed", 0)))
     if "box" in params:
-        return _keep(cloud, ~_inside_box(cloud.pos, params["box"]))
-    r, c, radius = params["circle"]
-    centre = torch.tensor([r, c], dtype=cloud.pos.dtype)
-    return _keep(cloud, (cloud.pos - centre).norm(dim=1) > radius)
+        return _keep(cloud, ~_inside_box("mask", cloud.pos, params["box"]))
+    *centre, radius = _sized("mask", "circle", params["circle"], cloud.dims)
+    return _keep(cloud, (cloud.pos - torch.tensor(centre, dtype=cloud.pos.dtype)).norm(dim=1) > radius)
 
 
 def _mix(cloud: CloudBatch, other: CloudBatch, params: dict[str, Any]) -> CloudBatch:
@@ -312,11 +369,11 @@ def _mix(cloud: CloudBatch, other: CloudBatch, params: dict[str, Any]) -> CloudB
     mode = params["mode"]
     if mode == "stack":
         own, theirs = torch.ones(cloud.num_points, dtype=torch.bool), torch.ones(other.num_points, dtype=torch.bool)
-    elif mode == "left-right":
-        middle = _centre(cloud)[1]
-        own, theirs = cloud.pos[:, 1] < middle, other.pos[:, 1] >= middle
+    elif mode == "left-right":  # split at the centre of the last axis (columns; time in 1-D)
+        middle = _centre(cloud)[-1]
+        own, theirs = cloud.pos[:, -1] < middle, other.pos[:, -1] >= middle
     else:
-        own, theirs = ~_inside_box(cloud.pos, params["box"]), _inside_box(other.pos, params["box"])
+        own, theirs = ~_inside_box("mix", cloud.pos, params["box"]), _inside_box("mix", other.pos, params["box"])
     pos = torch.cat([cloud.pos[own], other.pos[theirs].to(cloud.pos)])
     lat = torch.cat([cloud.lat[own], other.lat[theirs].to(cloud.lat)])
     return replace(cloud, pos=pos, lat=lat, offset=torch.tensor([pos.shape[0]], dtype=torch.long))
@@ -360,6 +417,8 @@ def apply_edit(
         if lookup is None:
             raise EditError("mix: no other clouds are available here")
         other = lookup(p["index"], p.get("split"))
+        if other.dims != shown.dims:
+            raise EditError(f"mix: cloud {p['index']} is {other.dims}-D, this one {shown.dims}-D")
         if other.lat.shape[1] != shown.lat.shape[1]:
             raise EditError(f"mix: cloud {p['index']} has {other.lat.shape[1]}-d latents, this one {shown.lat.shape[1]}-d")
         edited = _mix(shown, other, p)
