@@ -248,8 +248,8 @@ def _check(kind: str, params: dict[str, Any]) -> None:
             raise EditError("mask: seed= is only used with fraction=")
         if "fraction" in params and not 0.0 <= params["fraction"] < 1.0:
             raise EditError(f"mask: fraction must be in [0, 1), got {params['fraction']:g}")
-        if "circle" in params and params["circle"][2] < 0:
-            raise EditError(f"mask: circle radius must be >= 0, got {params['circle'][2]:g}")
+        if "circle" in params and params["circle"][-1] < 0:
+            raise EditError(f"mask: circle radius must be >= 0, got {params['circle'][-1]:g}")
     if kind == "mix":
         if params["mode"] == "box" and "box" not in params:
             raise EditError("mix: mode=box needs box=r0,c0,r1,c1")
