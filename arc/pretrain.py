@@ -65,7 +65,7 @@ class DecoderPretraining(L.LightningModule):
         psnr = self.joint.psnr()
         if self.hparams.reconstructions:
             clouds = self.joint.clouds().select(range(len(self.originals)))
-            log_reconstructions(self.trainer.loggers, self.joint.decoder, clouds, self.field.spacing,
+            log_reconstructions(self.trainer.loggers, self.joint.decoder, clouds, self.field.spacing_for(clouds.dims),
                                 self.field.neighbours, key="pretrain/reconstruction", step=self.global_step,
                                 originals=self.originals)
         if self.trainer.is_global_zero:

@@ -4,6 +4,11 @@
 source for the original image; :func:`reconstruct` renders the panels (original, reconstruction,
 one per edit step); :func:`run` / :func:`main` are the command line. The decoder is the store's
 (:func:`arc.pipeline.store_decoder`).
+
+1-D and 3-D clouds (a store of signals or volumes) are drawn by :mod:`arc.viz_signals`: a 1-D panel is a
+line plot per channel (the decoded signal over the original in grey, latent positions as ticks), a 3-D
+panel a row of slices along the first axis. Latent edits and ``--canvas`` are 2-D only so far (one clear
+error for other D).
 """
 from __future__ import annotations
 
@@ -25,11 +30,13 @@ from arc.field.decoder import Decoder
 from arc.field.errors import DecoderFileError
 from arc.pipeline import store_decoder
 from arc.store import CloudStore, StoreError
+from arc.field.decode import render
 from arc.viz import Frame, image_grid, psnr, render_view, save_png
+from arc.viz_signals import line_grid, slice_grid, upsample
 
 log = logging.getLogger("reconstruct")
 
-_REOPENABLE = ("shapes", "digits", "torchvision")
+_REOPENABLE = ("shapes", "digits", "torchvision", "waves", "solids")
 MAX_PANEL_PIXELS = 2**26
 """Largest rendered panel (64 Mpx, about 0.8 GB of float32 RGB): ``--scale`` beyond it is refused."""
 
@@ -98,13 +105,16 @@ def open_original(store: CloudStore, split: str, index: int, spec: Optional[str]
 class Panels:
     """The panels of a reconstruction grid, in order: the original (when found), the reconstruction, one per edit.
 
-    ``images`` [C, H·scale, W·scale] in [0, 1] on the canvas; ``points`` the displayed latent positions
-    [K, 2] (output pixels) when asked for, else None; ``psnr`` of the reconstruction against the original
-    (dB, None without an original); ``cloud`` the unedited cloud.
+    ``images`` [C, H·scale, W·scale] in [0, 1] on the canvas (1-D / 3-D: [C, *(S·scale)]); ``points`` the
+    displayed latent positions [K, 2] (output pixels) when asked for, else None (1-D: always, [K] in samples;
+    3-D: [K, 3] output points); ``psnr`` of the reconstruction against the original (dB, None without an
+    original); ``cloud`` the unedited cloud; ``reference`` (1-D) the original [C, L] drawn behind the others.
     """
 
     cloud: CloudBatch
     psnr: Optional[float] = None
+    scale: int = 1
+    reference: Optional[Tensor] = None
     names: list[str] = field(default_factory=list)
     images: list[Tensor] = field(default_factory=list)
     titles: list[str] = field(default_factory=list)
@@ -129,6 +139,8 @@ def reconstruct(
     cloud = clouds.get(split, index)
     if int(cloud.colour_mean.shape[1]) != decoder.channels:
         raise ReconstructError(f"the cloud has {cloud.colour_mean.shape[1]} channels, the decoder {decoder.channels}")
+    if cloud.dims != 2:
+        return _reconstruct_sample(clouds, split, index, decoder, edits, scale, canvas, show_points, source, root)
     n, spacing = decoder.neighbours, clouds.store.spacing
     size = cloud.size[0].tolist()
     frame = Frame.parse(canvas, size)
@@ -161,14 +173,63 @@ def reconstruct(
     return panels
 
 
+def _reconstruct_sample(
+    clouds: Clouds, split: str, index: int, decoder: Decoder, edits: Sequence[Edit], scale: int, canvas: Optional[str],
+    show_points: bool, source: Optional[str], root: str,
+) -> Panels:
+    """:func:`reconstruct` for a 1-D or 3-D cloud: the original (when found) and the reconstruction, no edits."""
+    cloud = clouds.get(split, index).to(next(decoder.parameters()).device)
+    dims, size = cloud.dims, cloud.size[0].tolist()
+    if edits:
+        raise ReconstructError(f"latent edits are 2-D only so far; this is a {dims}-D cloud (shape {tuple(size)}): "
+                               "drop --edit")
+    if canvas is not None:
+        raise ReconstructError(f"--canvas is for 2-D images; this is a {dims}-D cloud (shape {tuple(size)})")
+    points = torch.prod(torch.tensor(size)).item() * scale**dims
+    if points > MAX_PANEL_PIXELS:
+        raise ReconstructError(f"--scale {scale} makes {points:,} points of a {dims}-D panel (at most "
+                               f"{MAX_PANEL_PIXELS:,}): lower --scale")
+    n, spacing = decoder.neighbours, clouds.store.spacing
+    original, note = open_original(clouds.store, split, index, source, root)
+    if original is not None and list(original.shape[1:]) != size:
+        original, note = None, f"the reopened sample is {tuple(original.shape[1:])}, the cloud {tuple(size)}"
+    if note:
+        log.warning("no original panel: %s", note)
+    pos = cloud.pos.cpu()
+    shown = pos[:, 0] if dims == 1 else ((pos + 0.5) * scale - 0.5 if show_points else None)
+    panels, label = Panels(cloud, scale=scale), f"{split} #{index}"
+    if original is not None:
+        original = original.float()
+        panels.psnr = psnr(render(decoder, cloud, spacing, n)[0].cpu(), original)
+        panels.reference = original if dims == 1 else None
+        panels.add("original", upsample(original, scale), f"original {label}", shown)
+    title = f" {panels.psnr:.2f} dB" if panels.psnr is not None else f" {label}"
+    panels.add("reconstruction", render(decoder, cloud, spacing, n, scale)[0].cpu(), "reconstruction" + title, shown)
+    return panels
+
+
+def figure(panels: Panels, which: Sequence[int], columns: int, show_points: bool):
+    """The panels ``which`` of ``panels`` drawn as one RGB uint8 array [H, W, 3]: an image grid (2-D), line plots
+    (1-D, the others over the original) or rows of slices (3-D)."""
+    images, titles = [panels.images[i] for i in which], [panels.titles[i] for i in which]
+    points = [panels.points[i] for i in which]
+    if panels.cloud.dims == 1:
+        references = [None if panels.names[i] == "original" else panels.reference for i in which]
+        return line_grid(images, titles, references, points, columns, panels.scale)
+    if panels.cloud.dims == 3:
+        return slice_grid(images, titles, points if show_points else None)
+    return image_grid(images, titles, points if show_points else None, columns=columns)
+
+
 def save_ready(image: Tensor):
     """[C, H, W] in [0, 1] -> an HxW or HxWx3 uint8 array (what wandb.Image and PIL accept)."""
     array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
     return array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
 
 
-def log_wandb(project: str, directory: Path, grid, panels: Panels, config: dict) -> None:
-    """Log the grid and every panel to a W&B run in ``directory`` (offline without credentials; never prompts)."""
+def log_wandb(project: str, directory: Path, grid, panels: Panels, shown: Sequence, config: dict) -> None:
+    """Log the grid and every panel (``shown``: images [C, H, W] or RGB uint8 plots) to a W&B run in ``directory``
+    (offline without credentials; never prompts)."""
     from arc.runs import ensure_wandb_never_prompts
 
     ensure_wandb_never_prompts()
@@ -177,7 +238,8 @@ def log_wandb(project: str, directory: Path, grid, panels: Panels, config: dict)
     run = wandb.init(project=project, job_type="reconstruct", dir=str(directory), config=config)
     try:
         media = {"reconstruct/grid": wandb.Image(grid)}
-        media.update({f"reconstruct/{name}": wandb.Image(save_ready(image)) for name, image in zip(panels.names, panels.images)})
+        media.update({f"reconstruct/{name}": wandb.Image(save_ready(image) if isinstance(image, Tensor) else image)
+                  for name, image in zip(panels.names, shown)})
         run.log(media)
     finally:
         run.finish()
@@ -231,19 +293,21 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                          args.source, args.data_root)
 
     out = Path(args.out or f"reconstruct-{args.split}-{args.index}.png")
-    grid = image_grid(panels.images, panels.titles, panels.points if args.show_points else None, columns=args.columns)
+    grid = figure(panels, range(len(panels.names)), args.columns, args.show_points)
+    shown = (panels.images if panels.cloud.dims == 2 else
+             [figure(panels, [i], 1, args.show_points) for i in range(len(panels.names))])
     try:
         save_png(out, grid)
     except OSError as err:
         raise ReconstructError(f"cannot write --out {out}: {err.strerror or err}") from None
     written = {}
     if args.panels:
-        for number, (name, image) in enumerate(zip(panels.names, panels.images)):
+        for number, (name, image) in enumerate(zip(panels.names, shown)):
             written[name] = save_png(Path(args.panels) / f"{number:02d}-{name}.png", image)
     if args.wandb:
         config = {"store": str(store.path), "split": args.split, "index": args.index, "edits": list(args.edit),
                   "scale": args.scale, "canvas": args.canvas, "psnr": panels.psnr}
-        log_wandb(args.wandb_project, out.resolve().parent, grid, panels, config)
+        log_wandb(args.wandb_project, out.resolve().parent, grid, panels, shown, config)
     print(f"{args.split} #{args.index}: {panels.cloud.num_points} latents, reconstruction PSNR "
           f"{'n/a (no original)' if panels.psnr is None else f'{panels.psnr:.2f} dB'}; "
           f"{len(edits)} edit(s) -> {out}")

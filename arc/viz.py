@@ -1,5 +1,8 @@
 """Visualisation: render clouds (edited or not) to images, grids of panels, cloud plots, logger media.
 
+1-D and 3-D samples are plotted by :mod:`arc.viz_signals` (line plots, slice grids); the reconstruction
+panel and the logger media dispatch on the cloud's D.
+
 Images are float tensors [C, H, W] in [0, 1] (C = 1 or 3); figures come back as RGB uint8
 arrays [H, W, 3] (matplotlib, Agg canvas, no display needed). PSNR is on the [0, 1] image,
 data_range 1 (docs/architecture.md).
@@ -232,8 +235,13 @@ def reconstruction_panel(
 ) -> np.ndarray:
     """One column per cloud: the original (when given, with the reconstruction's PSNR) above the reconstruction.
 
-    originals: [C, H, W] images in [0, 1] matching the clouds' sizes. Returns RGB uint8 [H, W, 3].
+    originals: [C, H, W] images in [0, 1] matching the clouds' sizes. Returns RGB uint8 [H, W, 3]. 1-D and 3-D
+    clouds (``clouds.dims``) get line plots and slice grids instead (:func:`arc.viz_signals.sample_panel`).
     """
+    if clouds.dims != 2:
+        from arc.viz_signals import sample_panel  # it builds on this module
+
+        return sample_panel(decoder, clouds, spacing, neighbours, originals, scale)
     if originals is not None and len(originals) != len(clouds):
         raise ValueError(f"{len(originals)} originals for {len(clouds)} clouds")
     top, bottom, top_titles, bottom_titles = [], [], [], []

@@ -197,3 +197,37 @@ def test_command_line_smoke(fitted, tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "cli.png").is_file() and "1 edit(s)" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> CloudStore:
+    """A tiny 1-D store: generated 48-step waves, a decoder pretrained on 2 train signals, 3 test clouds."""
+    root = tmp_path_factory.mktemp("series")
+    source = open_source("waves", str(root), length=48, count={"train": 2, "val": 1, "test": 3})
+    fit, train, test = FitConfig(steps=30, lr=2e-2), source.split("train"), source.split("test")
+    decoder, _ = pretrain_decoder([train[i][0] for i in range(2)], FIELD, PretrainConfig(images=2, steps=30, lr=2e-2),
+                                  "train", [0, 1])
+    digest = save_decoder(root / "decoder.safetensors", decoder)
+    store = CloudStore.create_or_open(root / "store", dict(
+        source=source.identity, field=asdict(FIELD), fit=asdict(fit), spacing=FIELD.spacing_for(1), dims=1,
+        decoder_hash=digest, decoder_path=str(root / "decoder.safetensors")))
+    result = fit_clouds([test[i][0] for i in range(3)], decoder, FIELD, fit, "test", [0, 1, 2], [test[i][1] for i in range(3)])
+    store.write_shard("test", 0, result.clouds, result.psnr, [])
+    store.finalize({"test": 3}, {}, *latent_statistics(store, "test"))
+    return CloudStore.open(store.path)
+
+
+def test_a_1d_cloud_is_drawn_as_line_plots_against_its_signal(series, tmp_path, capsys):
+    out, panels = tmp_path / "series.png", tmp_path / "panels"
+    result = tool.run(["--store", series.path, "--index", 1, "--out", out, "--scale", 2, "--panels", panels])
+    assert result["names"] == ["original", "reconstruction"]
+    dataset = CloudDataset(series, "test")
+    assert result["psnr"] == pytest.approx(float(dataset.psnr[1]), abs=0.02)  # the original was reopened (waves)
+    grid = np.asarray(Image.open(out))
+    assert grid.ndim == 3 and grid.shape[1] > grid.shape[0] and 5_000 < out.stat().st_size < 2_000_000
+    assert sorted(p.name for p in panels.iterdir()) == ["00-original.png", "01-reconstruction.png"]
+    assert f"{float(dataset.psnr[1]):.1f}" in capsys.readouterr().out
+    for argv, message in [(["--edit", "flip:axis=h"], "latent edits are 2-D only so far; this is a 1-D cloud"),
+                          (["--canvas", "pad=2"], "--canvas is for 2-D images")]:
+        code, err = _main(["--store", series.path, "--index", "0", *argv, "--out", tmp_path / "bad.png"], capsys)
+        assert code == 2 and message in err and not (tmp_path / "bad.png").exists()

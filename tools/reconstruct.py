@@ -16,7 +16,10 @@ content hash differs from the store's is refused. The original image is found by
 the source recorded in the manifest (``shapes``, ``digits``, ``torchvision:*`` under
 ``--data-root``); npz and imagefolder sources need ``--source npz:PATH`` / ``imagefolder:PATH``.
 The reopened source must have the manifest's identity (same content hash), otherwise no
-original panel is shown. The command and its library live in :mod:`arc.reconstruct`.
+original panel is shown. A store of 1-D signals or 3-D volumes gives line plots per channel
+(decoded over the original, latent positions as ticks) or rows of slices along the first axis
+(:mod:`arc.viz_signals`); edits and ``--canvas`` are 2-D only so far. The command and its
+library live in :mod:`arc.reconstruct`.
 """
 import sys
 

@@ -294,7 +294,7 @@ class ARCDataModule(ImageDataModule):
         shown = range(min(4, len(train)))
         decoder = store_decoder(self.cloud_store)
         originals = [self.source.split("train")[int(train.indices[i])][0] for i in shown]
-        log_reconstructions(trainer.loggers, decoder, collate_clouds([train[i] for i in shown]), self.field.spacing,
+        log_reconstructions(trainer.loggers, decoder, collate_clouds([train[i] for i in shown]), self.cloud_store.spacing,
                             self.field.neighbours, key="fit/reconstruction", step=0, originals=originals)
 
     def representation_metrics(self) -> dict[str, float]:
