@@ -32,13 +32,11 @@ matrices, so on the pixel grid they equal ``torch.rot90`` / ``torch.flip`` of th
 reconstruction. Later point edits (push, mask, mix, approximate moves) act in the displayed
 frame: positions are mapped out through the inverse of ``query_map``, edited, and mapped back.
 
-**D = 1, 3** (:mod:`arc.geometry`: coordinates in tensor order, axes ``h`` = last, ``v``, ``d`` =
-the slices of a 3-D sample): ``dx`` moves along the last axis (time in 1-D), ``dy`` along rows,
-``by=..`` moves by D numbers; pivots are ``at=..`` (D numbers; ``row``/``col`` are 2-D only);
-``flip:axis=h|v|d``; ``rotate`` turns about ``axis=d|v|h`` in 3-D (default ``d``: every slice
-alike) and is an error in 1-D; ``box=`` takes the low then the high corner (2·D numbers),
-``circle=`` a centre and a radius (D + 1: a ball); ``left-right`` splits at the centre of the
-last axis. Push, noise, fraction masks and ``stack`` work as in 2-D.
+**D = 1, 3** (:mod:`arc.geometry`: tensor order; axes ``h`` = last, ``v``, ``d`` = 3-D slices): ``dx``
+moves along the last axis (time in 1-D), ``dy`` along rows, ``by=`` / pivots ``at=`` take D numbers
+(``row``/``col`` are 2-D only); ``flip:axis=h|v|d``; 3-D ``rotate`` turns about ``axis=d|v|h`` (default
+``d``: every slice alike), 1-D has none; ``box=`` is the low then the high corner (2·D numbers),
+``circle=`` a centre and radius (D + 1); ``left-right`` splits the last axis; the rest as in 2-D.
 
 Mixing decodes the other cloud's points with this cloud's colour transform (clouds live in
 the standardised fitting space; the mix takes its contrast from the first cloud).
@@ -119,7 +117,8 @@ def _numbers(kind: str, key: str, text: str) -> tuple[float, ...]:
     parts = text.split(",")
     count, shown, counts, general = _LISTS[key]
     if len(parts) not in counts:
-        raise EditError(f"{kind}: {key} takes {count} comma-separated numbers {shown} for an image ({general}), got {text!r}")
+        raise EditError(f"{kind}: {key} takes {count} comma-separated numbers {shown} for an image ({general}), "
+                        f"got {text!r}")
     return tuple(_number(kind, key, part) for part in parts)
 
 
@@ -258,7 +257,8 @@ def _check(kind: str, params: dict[str, Any]) -> None:
     if "box" in params:
         half = len(params["box"]) // 2
         if any(hi <= lo for lo, hi in zip(params["box"][:half], params["box"][half:])):
-            raise EditError(f"{kind}: box must have r0 < r1 and c0 < c1 (low < high on every axis), got {_fmt(params['box'])}")
+            raise EditError(f"{kind}: box must have r0 < r1 and c0 < c1 (low < high on every axis), "
+                            f"got {_fmt(params['box'])}")
 
 
 # ---------------------------------------------------------------- applying
@@ -304,7 +304,8 @@ def _pivot(kind: str, cloud: CloudBatch, params: dict[str, Any]) -> tuple[float,
         return _sized(kind, "at", params["at"], cloud.dims)
     if "row" in params:
         if cloud.dims != 2:
-            raise EditError(f"{kind}: row=,col= name a 2-D pivot; give at= with {cloud.dims} number(s) for a {cloud.dims}-D cloud")
+            raise EditError(f"{kind}: row=,col= name a 2-D pivot; give at= with {cloud.dims} number(s) "
+                            f"for a {cloud.dims}-D cloud")
         return params["row"], params["col"]
     return _centre(cloud)
 

@@ -150,7 +150,8 @@ class Rotate(CloudAugmentation):
         return replace(batch, pos=geometry.transform_about(batch.pos, geometry.axis_rotations(axis, cos, sin)[ids], pivot))
 
     def extra_repr(self) -> str:
-        return f"degrees={self.degrees}, about={self.about!r}, fixed={self.fixed}" + (f", axis={self.axis!r}" if self.axis else "")
+        axis = f", axis={self.axis!r}" if self.axis else ""
+        return f"degrees={self.degrees}, about={self.about!r}, fixed={self.fixed}{axis}"
 
 
 class Flip(CloudAugmentation):
