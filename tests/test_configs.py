@@ -33,6 +33,21 @@ CONFIGS = sorted(c for c in ROOT.rglob("*.yaml") if c.parent.name not in (*FRAGM
 CLASSIFIERS = sorted(ROOT.glob("*.yaml"))
 OFFLINE = ["--data.init_args.source", "digits", "--data.init_args.source_options", "{size: 16}",
            "--data.init_args.canvas", "null", "--data.init_args.root", "unused"]
+SIGNALS = {  # configs of 1-D / 3-D data: their bundled stand-in source (spec, options, classes)
+    "demo_series": ("waves", "{length: 32, count: 12}", 6),
+    "series": ("waves", "{length: 32, count: 12}", 6),
+    "speech_commands": ("waves", "{length: 32, count: 12}", 6),
+    "demo_volume": ("solids", "{size: 8, count: 12}", 6),
+}
+CPU_DEMOS = ("demo", "demo_series", "demo_volume", "series")  # CPU configs: float32 without TF32
+
+
+def offline(config: Path) -> list[str]:
+    """The CLI arguments that swap a config's data for bundled data of the same dimension."""
+    if config.stem not in SIGNALS:
+        return OFFLINE
+    spec, options, _ = SIGNALS[config.stem]
+    return ["--data.init_args.source", spec, "--data.init_args.source_options", options, "--data.init_args.root", "unused"]
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +62,9 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     if config.parent.name == "baselines" and BASELINES[config.stem][2]:
         pytest.importorskip(BASELINES[config.stem][2])
-    torch.backends.cuda.matmul.allow_tf32 = config.stem != "demo"  # the config must set it either way
-    cli = build_cli(["--config", str(config), *OFFLINE, "--trainer.logger", "false"], run=False)
-    paper = config.parent.name not in ("pretrain", "baselines") and config.stem != "demo"
+    torch.backends.cuda.matmul.allow_tf32 = config.stem not in CPU_DEMOS  # the config must set it either way
+    cli = build_cli(["--config", str(config), *offline(config), "--trainer.logger", "false"], run=False)
+    paper = config.parent.name not in ("pretrain", "baselines") and config.stem not in CPU_DEMOS
     assert torch.backends.cuda.matmul.allow_tf32 == paper, "paper configs train with TF32 (the authors' setting), others not"
     if config.parent.name == "baselines":
         model, data, _ = BASELINES[config.stem]
@@ -63,7 +78,7 @@ def test_config_instantiates(config, tmp_path, monkeypatch):
         assert isinstance(cli.model, DecoderPretraining) and isinstance(cli.datamodule, PretrainDataModule)
     else:
         assert isinstance(cli.model, ARCClassifier) and isinstance(cli.datamodule, ARCDataModule)
-        assert cli.model.hparams.num_classes == 10
+        assert cli.model.hparams.num_classes == (SIGNALS[config.stem][2] if config.stem in SIGNALS else 10)
         assert cli.model.hparams.latent_dim == cli.datamodule.field.latent_dim
         assert any(getattr(c, "monitor", None) == "val/acc" for c in cli.trainer.callbacks)
         assert not any(type(c).__name__ == "LearningRateMonitor" for c in cli.trainer.callbacks)  # logger false

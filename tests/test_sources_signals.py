@@ -23,12 +23,26 @@ def _npz(path, x_train, x_test, **extra):
 
 
 def test_npz_series_channels_first(tmp_path):
-    x = np.random.default_rng(0).normal(size=(20, 6, 50)).astype(np.float32) * 3.0
+    x = np.random.default_rng(0).uniform(size=(20, 6, 50)).astype(np.float32)
     source = open_source(_npz(tmp_path / "har.npz", x, x[:4]), dims=1)
     sample, label = source.split("test")[1]
     assert source.dims == 1 and source.channels == 6 and sample.shape == (6, 50) and label == 1
-    assert torch.equal(sample, torch.from_numpy(x[1]))  # values as they are, not clipped to [0, 1]
+    assert torch.equal(sample, torch.from_numpy(x[1]))
     assert source.identity["dims"] == 1
+
+
+def test_npz_raw_values_need_train_range(tmp_path):
+    """z-normalised series (as time-series archives ship them): out of [0, 1] is a skip naming the option;
+    scale: train_range maps every split by the train range and clips beyond it."""
+    x_train = np.random.default_rng(1).normal(size=(20, 1, 30)).astype(np.float32)
+    x_test = np.concatenate([x_train[:3], 100 * np.ones((1, 1, 30), np.float32)])
+    spec = _npz(tmp_path / "z.npz", x_train, x_test)
+    with pytest.raises(ImageReadError, match="scale: train_range"):
+        open_source(spec, dims=1).split("test")[0]
+    test = open_source(spec, dims=1, scale="train_range").split("test")
+    low, high = float(x_train.min()), float(x_train.max())
+    assert torch.allclose(test[0][0], torch.from_numpy((x_train[0] - low) / (high - low)), atol=1e-6)
+    assert float(test[3][0].min()) == 1.0
 
 
 def test_npz_single_channel_series_and_volumes(tmp_path):
@@ -54,11 +68,14 @@ def test_npz_wrong_shape_for_dims(tmp_path, dims, shape, message):
 def test_nan_sample_is_a_counted_skip(tmp_path):
     x = np.zeros((10, 1, 30), np.float32)
     x[2, 0, 5] = np.nan
+    x[4, 0, 5] = 1.5
     split = open_source(_npz(tmp_path / "nan.npz", x, x[:3]), dims=1, test_fraction=0.0).split("train")
-    bad = [i for i in range(len(split)) if split.describe(i).endswith("[2]")][0]
+    position = {split.describe(i): i for i in range(len(split))}
     with pytest.raises(ImageReadError, match="NaN"):
-        split[bad]
-    assert split.skipped == 1
+        split[position["nan.npz x_train[2]"]]
+    with pytest.raises(ImageReadError, match="outside \\[0, 1\\]"):
+        split[position["nan.npz x_train[4]"]]
+    assert split.skipped == 2
 
 
 @pytest.mark.parametrize("mode, expected", [("pad", [1, 2, 3, 0, 0]), ("resample", None)])
@@ -80,7 +97,7 @@ def test_fit_shape_crops_the_centre_and_refuses():
 
 
 def _wav(path, frames, rate=8000, channels=1, seed=0):
-    data = np.random.default_rng(seed).uniform(-0.5, 0.5, size=(frames, channels)).astype(np.float32)
+    data = np.random.default_rng(seed).uniform(-0.5, 0.5, size=(frames, channels)).astype(np.float32)  # PCM units
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, data, rate)
     return data
@@ -102,13 +119,28 @@ def test_audio_folder_mono_mix_resample_and_length(tmp_path, caplog):
     by_name = {split.describe(i).rsplit("/", 1)[1]: i for i in range(len(split))}
     assert "notes.txt" not in by_name
     mixed, _ = split[by_name["b.wav"]]
-    assert torch.allclose(mixed[0], torch.from_numpy(stereo.mean(axis=1)), atol=1e-4)  # 16-bit PCM rounding
+    assert torch.allclose(mixed[0], torch.from_numpy(stereo.mean(axis=1) + 1) / 2, atol=1e-4)  # [-1, 1] -> [0, 1]; 16-bit rounding
     assert split[by_name["c.flac"]][0].shape == (1, 800)  # 1600 frames at 16 kHz -> 800 at 8 kHz
-    assert split[by_name["d.wav"]][0][0, 500:].abs().sum() == 0  # padded with zeros to 800
+    assert (split[by_name["d.wav"]][0][0, 500:] == 0.5).all()  # padded with silence to 800
     with pytest.raises(ImageReadError, match="broken.wav"):
         split[by_name["broken.wav"]]
     assert split.skipped == 1 and split.converted == 1 and split.resized == 1
     assert "resampling audio from 16000 Hz" in caplog.text
+
+
+def test_audio_speech_commands_layout(tmp_path):
+    for name in ("yes/a.wav", "yes/b.wav", "yes/c.wav", "no/d.wav", "no/e.wav", "_background_noise_/noise.wav"):
+        _wav(tmp_path / name, 400)
+    (tmp_path / "validation_list.txt").write_text("yes/b.wav\n")
+    (tmp_path / "testing_list.txt").write_text("no/e.wav\nyes/c.wav\n")
+    source = open_source(f"audio:{tmp_path}", split_lists=True)
+    assert source.class_names == ("no", "yes")
+    names = {split: sorted(source.split(split).describe(i).split(str(tmp_path))[1] for i in range(len(source.split(split))))
+             for split in ("train", "val", "test")}
+    assert names == {"train": ["/no/d.wav", "/yes/a.wav"], "val": ["/yes/b.wav"], "test": ["/no/e.wav", "/yes/c.wav"]}
+    (tmp_path / "testing_list.txt").unlink()
+    with pytest.raises(SourceError, match="testing_list.txt"):
+        open_source(f"audio:{tmp_path}", split_lists=True)
 
 
 def _nifti(path, shape, zooms=(1.0, 1.0, 1.0), flip=False, value=None):
@@ -145,7 +177,7 @@ def test_nifti_folder_orientation_spacing_and_intensity(tmp_path):
 
 
 def test_nifti_reorientation_flips_the_data(tmp_path):
-    ramp = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
+    ramp = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2) / 23
     _nifti(tmp_path / "train/a/x.nii.gz", (4, 3, 2), flip=True, value=ramp)
     _nifti(tmp_path / "train/b/y.nii.gz", (4, 3, 2), value=ramp)
     split = open_source(f"nifti:{tmp_path}", orientation="RAS", intensity="raw", val_fraction=0.0, test_fraction=0.0).split("train")

@@ -1,15 +1,16 @@
 """The bad-input and shape rules of 1-D and 3-D samples (signals [C, L], volumes [C, D, H, W]).
 
-Images keep their own rules (:mod:`arc.data.images`: values in [0, 1], 1 or 3 channels). A signal's
-values are taken as the source gives them (audio in [-1, 1], sensor units, scanner intensities):
-the field standardises each sample per channel (``field.colour: standardise``), so only finiteness
-is required. The rules:
+Samples are in [0, 1] like images (the fitting PSNR has data range 1), with any channel count; each
+source maps its values there (audio [-1, 1] -> [0, 1], NIfTI by each volume's range, an npz of raw
+values by its train range with option ``scale: train_range``). The rules:
 
-- NaN/inf, or an axis shorter than 2 samples, raises :class:`ImageReadError` (a counted skip);
+- NaN/inf, values outside [0, 1], or an axis shorter than 2 samples raise :class:`ImageReadError`
+  (a counted skip);
 - a sample with another channel count is converted when that has one meaning (several channels
   -> 1 by their mean, e.g. stereo -> mono; 1 -> C by repeating) and counted, otherwise skipped;
 - samples of another length or shape than the source's ``length`` / ``shape`` option are padded
-  (zeros at the end of each axis), cropped (centred), resampled (linear / trilinear) or refused
+  (with the source's fill value, e.g. 0.5 for audio silence, at the end of each axis), cropped
+  (centred), resampled (linear / trilinear) or refused
   (a counted skip), as option ``ragged`` says.
 """
 from __future__ import annotations
@@ -32,6 +33,10 @@ def check_signal(sample: Tensor, what: str, dims: int) -> Tensor:
         raise ImageReadError(f"{what}: shape {tuple(sample.shape[1:])} has an axis shorter than {MIN_LENGTH} samples")
     if not bool(torch.isfinite(sample).all()):
         raise ImageReadError(f"{what}: the sample contains NaN or inf")
+    low, high = float(sample.min()), float(sample.max())
+    if low < 0.0 or high > 1.0:
+        raise ImageReadError(f"{what}: values span [{low:g}, {high:g}], outside [0, 1] (an npz of raw values takes "
+                             "option scale: train_range)")
     return sample.float()
 
 
@@ -48,8 +53,8 @@ def conform_signal_channels(sample: Tensor, channels: int, what: str) -> tuple[T
     raise ImageReadError(f"{what}: has {have} channels, the source has {channels} (only mixing to 1 or repeating 1 is defined)")
 
 
-def fit_shape(sample: Tensor, shape: tuple[int, ...], mode: str, what: str) -> tuple[Tensor, bool]:
-    """``sample`` [C, *S] brought to spatial ``shape`` by ``mode`` (see :data:`RAGGED_MODES`).
+def fit_shape(sample: Tensor, shape: tuple[int, ...], mode: str, what: str, fill: float = 0.0) -> tuple[Tensor, bool]:
+    """``sample`` [C, *S] brought to spatial ``shape`` by ``mode`` (see :data:`RAGGED_MODES`; "pad" appends ``fill``).
     Returns (sample, changed); ``refuse`` raises :class:`ImageReadError` for another shape."""
     have = tuple(sample.shape[1:])
     if have == tuple(shape):
@@ -67,5 +72,5 @@ def fit_shape(sample: Tensor, shape: tuple[int, ...], mode: str, what: str) -> t
             out = out.narrow(axis, (h - s) // 2, s)
         elif h < s:
             pad = [0, 0] * (out.ndim - 1 - axis) + [0, s - h]  # F.pad lists the last axis first
-            out = F.pad(out, pad)
+            out = F.pad(out, pad, value=fill)
     return out.contiguous(), True

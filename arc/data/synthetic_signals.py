@@ -3,9 +3,9 @@
 Sample ``index`` of ``split`` is drawn lazily from ``item_generator(seed, "<kind>/<split>", index)``;
 its class is ``index % number of classes`` (balanced). Nothing is stored.
 
-- waves [C, L]: a periodic form (or a chirp / pulse train) with random frequency (1.5-4 cycles
-  per sample), phase, amplitude and offset per channel, plus Gaussian noise (std 0.05). Values
-  about [-1.5, 1.5] (raw signal units, as audio or sensors give them).
+- waves [C, L] in [0, 1]: a periodic form (or a chirp / pulse train) with random frequency (1.5-4
+  cycles per sample), phase, amplitude (0.2-0.4) and offset (0.4-0.6) per channel, plus Gaussian
+  noise (std 0.02), clipped to [0, 1].
 - solids [1, S, S, S] in [0, 1]: a bright form on a dark background with random size, centre and
   axis, edges anti-aliased from a signed distance (voxel coverage).
 """
@@ -20,7 +20,7 @@ from arc.seeding import item_generator
 
 WAVES = ("sine", "square", "triangle", "sawtooth", "chirp", "pulses")
 SOLIDS = ("ball", "cube", "rod", "shell", "plate", "cross")
-NOISE_STD = 0.05
+NOISE_STD = 0.02
 
 
 def _uniform(generator: torch.Generator, low: float, high: float, size: tuple[int, ...] = ()) -> Tensor:
@@ -51,14 +51,14 @@ def render_wave(seed: int, split: str, index: int, length: int, channels: int) -
     out = []
     for _ in range(channels):
         cycles, start = _uniform(generator, 1.5, 4.0), _uniform(generator, 0.0, 1.0)
-        amplitude, offset = _uniform(generator, 0.5, 1.0), _uniform(generator, -0.3, 0.3)
+        amplitude, offset = _uniform(generator, 0.2, 0.4), _uniform(generator, 0.4, 0.6)
         if name == "chirp":  # frequency rising linearly to three times its start
             wave = torch.sin(2 * math.pi * (start + cycles * (t + t**2)))
         else:
             wave = wave_form(name, start + cycles * t)
         out.append(offset + amplitude * wave)
     noise = NOISE_STD * torch.randn((channels, length), generator=generator, dtype=torch.float64)
-    return (torch.stack(out) + noise).float()
+    return (torch.stack(out) + noise).clamp(0.0, 1.0).float()
 
 
 def solid_distance(name: str, p: Tensor, axis: int) -> Tensor:

@@ -1,16 +1,23 @@
 """``audio:PATH`` — PATH/train/<class>/*.wav|flac|ogg (optional val/ and test/), 1-D samples [C, L].
 
-Read with ``soundfile`` (the optional extra ``arc[signals]``); values in [-1, 1] as the files hold them.
+Read with ``soundfile`` (the optional extra ``arc[signals]``); the files' [-1, 1] mapped to [0, 1] ((x + 1) / 2,
+so silence is 0.5, the value padding appends).
 Every file's header is read when the source opens (frames, channels, rate), so mixed sample rates
 are found before any fitting: they need option ``sample_rate`` (each file is then resampled to it,
 polyphase, ``scipy.signal.resample_poly``; the first resample is logged). Option ``channels``
 (default: the channel count of most train files) mixes stereo to mono or repeats mono (counted,
 :class:`arc.data.sources.signal_split.SignalSplit`); ``length`` with ``ragged`` fixes the length
 (see :mod:`arc.data.signals`). A file whose header or data cannot be read is a counted skip.
+
+Option ``split_lists: true`` reads the Speech Commands layout instead of train/val/test folders:
+PATH/<class>/*.wav, with PATH/validation_list.txt and PATH/testing_list.txt naming the val and test
+files (relative paths); every other file is train, and folders starting with "_" (such as
+``_background_noise_``) are not classes.
 """
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from math import gcd
 from pathlib import Path
@@ -38,6 +45,8 @@ def _soundfile():
 
 class AudioReader:
     """Audio files read on access; ``headers``: (frames, channels, rate) per file, None for an unreadable one."""
+
+    fill = 0.5  # silence, what padding to a fixed length appends
 
     def __init__(self, files: list[tuple[str, int]]):
         soundfile = _soundfile()
@@ -73,7 +82,7 @@ class AudioReader:
             if not self._resampled:
                 log.info("resampling audio from %d Hz to %d Hz (option sample_rate), first %s", rate, self.sample_rate, self.paths[i])
                 self._resampled = True
-        return torch.from_numpy(np.ascontiguousarray(data))
+        return torch.from_numpy(np.ascontiguousarray(data)).add_(1.0).mul_(0.5)
 
     def labels(self) -> Tensor:
         return self._labels
@@ -87,13 +96,42 @@ class AudioReader:
         return max(lengths, default=0)
 
 
+def _list_layout(folder: Path, extensions: tuple[str, ...]) -> tuple[dict[str, AudioReader], dict[str, int], list[str]]:
+    """Readers of the Speech Commands layout (see the module docstring), class_to_idx and all files."""
+    lists = {}
+    for split, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
+        if not (folder / name).is_file():
+            raise SourceError(f"{folder}: option split_lists needs {name} (the Speech Commands layout)")
+        lists[split] = {line.strip() for line in (folder / name).read_text().splitlines() if line.strip()}
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("_"))
+    if not classes:
+        raise SourceError(f"{folder}: no class sub-folders")
+    class_to_idx = {name: i for i, name in enumerate(classes)}
+    files: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
+    for name in classes:
+        for path in sorted((folder / name).iterdir()):
+            if path.name.lower().endswith(extensions):
+                relative = f"{name}/{path.name}"
+                split = "val" if relative in lists["val"] else "test" if relative in lists["test"] else "train"
+                files[split].append((str(path), class_to_idx[name]))
+    if not files["train"]:
+        raise SourceError(f"{folder}: no audio files with extensions {extensions} outside the val and test lists")
+    readers = {split: AudioReader(pairs) for split, pairs in files.items() if pairs}
+    return readers, class_to_idx, [path for pairs in files.values() for path, _ in pairs]
+
+
 def open_audio(spec: str, arg: str, *, root: Path, download: bool, seed: int, options: dict) -> RawSource:
-    """The folder ``arg`` of audio files per class; options ``sample_rate``, ``extensions``, ``channels``,
-    ``length``, ``ragged``; content hash: the (relative path, size) list of the files."""
-    check_options(spec, options, {"sample_rate", "extensions"} | SIGNAL_OPTIONS)
+    """The folder ``arg`` of audio files per class; options ``sample_rate``, ``extensions``, ``split_lists``,
+    ``channels``, ``length``, ``ragged``; content hash: the (relative path, size) list of the files."""
+    check_options(spec, options, {"sample_rate", "extensions", "split_lists"} | SIGNAL_OPTIONS)
     folder = Path(arg)
     extensions = tuple(ext.lower() for ext in options.get("extensions", AUDIO_EXTENSIONS))
-    readers, class_to_idx, every = open_folders(folder, None, extensions, reader=AudioReader)
+    if options.get("split_lists", False):
+        if not folder.is_dir():
+            raise SourceError(f"{folder}: not a folder")
+        readers, class_to_idx, every = _list_layout(folder, extensions)
+    else:
+        readers, class_to_idx, every = open_folders(folder, None, extensions, reader=AudioReader)
     headers = [header for reader in readers.values() for header in reader.headers if header is not None]
     if not headers:
         raise SourceError(f"{folder}: none of the {len(every)} files is readable audio")

@@ -1,8 +1,10 @@
 """``npz:PATH`` — arrays x_train, y_train, x_test, y_test, optional x_val, y_val and class_names;
 y 1-D integers. Images (option ``dims`` 2, the default): x uint8 / uint16 / float in [0, 1],
 [N, H, W] or [N, H, W, C] with C in 1..4. Signals (``dims: 1``): x [N, C, L] or [N, L]; volumes
-(``dims: 3``): x [N, C, D, H, W] or [N, D, H, W]; channels first, float values as they are (uint8 /
-uint16 scaled to [0, 1])."""
+(``dims: 3``): x [N, C, D, H, W] or [N, D, H, W]; channels first; uint8 / uint16 scaled to [0, 1],
+floats in [0, 1] or, with option ``scale: train_range``, mapped to [0, 1] by the train split's
+minimum and maximum (one affine map for every split, so amplitudes stay comparable; val / test
+values beyond the train range are clipped)."""
 from __future__ import annotations
 
 import zipfile
@@ -77,11 +79,18 @@ def open_npz(spec: str, arg: str, *, root: Path, download: bool, seed: int, opti
     dims = options.get("dims", 2)
     if dims not in (1, 2, 3):
         raise SourceError(f"{spec}: option dims must be 1, 2 or 3, got {dims!r}")
-    check_options(spec, options, {"dims"} | (SIGNAL_OPTIONS if dims != 2 else set()))
+    check_options(spec, options, {"dims"} | (SIGNAL_OPTIONS | {"scale"} if dims != 2 else set()))
     path = Path(arg)
     pairs, class_names = _check_npz(path, _npz_arrays(path), dims)
     if dims == 2:
         readers = {split: ArrayReader(x, y, f"{path.name} x_{split}") for split, (x, y) in pairs.items()}
         return RawSource(readers, class_names, _pool_channels(pairs["train"][0].shape), path.stem, file_sha256(path))
-    readers = {split: SignalArrayReader(x, y, f"{path.name} x_{split}", dims) for split, (x, y) in pairs.items()}
+    scale = options.get("scale", "none")
+    if scale not in ("none", "train_range"):
+        raise SourceError(f"{spec}: option scale must be 'none' or 'train_range', got {scale!r}")
+    value_range = None
+    if scale == "train_range":
+        train = pairs["train"][0].astype(np.float64)
+        value_range = (float(np.nanmin(train)), float(np.nanmax(train)))
+    readers = {split: SignalArrayReader(x, y, f"{path.name} x_{split}", dims, value_range) for split, (x, y) in pairs.items()}
     return RawSource(readers, class_names, readers["train"].channels, path.stem, file_sha256(path), dims=dims)

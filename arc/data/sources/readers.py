@@ -81,12 +81,14 @@ class ArrayReader:
 
 
 class SignalArrayReader:
-    """1-D or 3-D samples held as one array [N, C, *S] or [N, *S] (one channel); float values as they
-    are, uint8 / uint16 scaled to [0, 1]."""
+    """1-D or 3-D samples held as one array [N, C, *S] or [N, *S] (one channel); uint8 / uint16 scaled to
+    [0, 1], floats as they are or, with ``value_range`` (low, high), mapped by (x - low) / (high - low) and
+    clipped to [0, 1]."""
 
-    def __init__(self, samples: np.ndarray, labels: np.ndarray, what: str, dims: int):
+    def __init__(self, samples: np.ndarray, labels: np.ndarray, what: str, dims: int, value_range: tuple[float, float] | None = None):
         self.samples, self._labels, self.what, self.dims = samples, torch.as_tensor(np.asarray(labels), dtype=torch.long), what, dims
         self.channels = int(samples.shape[1]) if samples.ndim == dims + 2 else 1
+        self.value_range = value_range
 
     def __len__(self) -> int:
         return int(self.samples.shape[0])
@@ -95,6 +97,9 @@ class SignalArrayReader:
         array = np.asarray(self.samples[i])
         scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype, 1.0)
         sample = torch.from_numpy(array.astype(np.float32)) / scale
+        if self.value_range is not None:
+            low, high = self.value_range
+            sample = ((sample - low) / max(high - low, 1e-12)).clamp_(0.0, 1.0)
         return sample if array.ndim == self.dims + 1 else sample[None]
 
     def labels(self) -> Tensor:
@@ -112,6 +117,7 @@ class Subset:
 
     def __init__(self, reader: Reader, indices: Tensor):
         self.reader, self.indices = reader, indices
+        self.fill = getattr(reader, "fill", 0.0)  # a signal reader's padding value
         self._labels = reader.labels()[indices]
 
     def __len__(self) -> int:

@@ -45,7 +45,7 @@ class SignalSplit(Sequence):
             sample, converted = conform_signal_channels(sample, self.channels, what)
             resized = False
             if self.shape is not None:
-                sample, resized = fit_shape(sample, self.shape, self.ragged, what)
+                sample, resized = fit_shape(sample, self.shape, self.ragged, what, getattr(self.reader, "fill", 0.0))
         except ImageReadError:
             self._skipped.add(index)
             raise
