@@ -38,6 +38,7 @@ from arc.field.errors import DecoderFileError
 from arc.field.fitting import fit_clouds
 from arc.inputs import MAX_READ_PIXELS, Input, content_index, read_input, skip_reason, training_size
 from arc.model import ARCModel
+from arc.signal_inputs import signal_settings
 
 __all__ = ["INFERENCE_KEY", "ModelFileError", "Predictions", "Predictor", "Settings", "build_model", "check_decoder",
            "from_checkpoint", "inference_record", "load"]
@@ -59,7 +60,8 @@ def inference_record(module: Any) -> Optional[dict[str, Any]]:
     when there is none to read (no datamodule with a source, field, fit and decoder).
 
     Holds: ``format``, ``decoder`` (state dict, float32 CPU), ``decoder_header`` (:meth:`DecoderMeta.to_json`),
-    ``field`` / ``fit`` (dicts), ``preprocess`` (:mod:`arc.inputs`) and ``class_names``.
+    ``field`` / ``fit`` (dicts), ``preprocess`` (:mod:`arc.inputs`; ``dims``, and for 1-D / 3-D sources their
+    reading settings ``signal``, :mod:`arc.signal_inputs`) and ``class_names``.
     """
     trainer = getattr(module, "_trainer", None)
     datamodule = getattr(trainer, "datamodule", None)
@@ -72,18 +74,20 @@ def inference_record(module: Any) -> Optional[dict[str, Any]]:
     except DecoderFileError as err:  # the checkpoint is still saved, only without what arc.load needs
         warnings.warn(f"the checkpoint holds no inference record (arc.load cannot read it): {err}")
         return None
-    canvas = CanvasConfig.parse(datamodule.canvas)
+    canvas, dims = CanvasConfig.parse(datamodule.canvas), int(getattr(datamodule.source, "dims", 2))
+    preprocess = {"channels": int(datamodule.source.channels), "dims": dims,
+                  "center_crop": datamodule.source_options.get("center_crop"),
+                  "canvas": None if canvas is None else asdict(canvas), "image_size": training_size(datamodule.source),
+                  "max_pixels": datamodule.source_options.get("max_pixels", DEFAULT_MAX_PIXELS)}
+    if dims != 2:
+        preprocess["signal"] = signal_settings(datamodule.source)
     return {
         "format": RECORD_FORMAT,
         "decoder": {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in decoder.state_dict().items()},
         "decoder_header": meta.to_json(),
         "field": _plain(datamodule.field),
         "fit": _plain(datamodule.fit),
-        "preprocess": {"channels": int(datamodule.source.channels),
-                       "center_crop": datamodule.source_options.get("center_crop"),
-                       "canvas": None if canvas is None else asdict(canvas),
-                       "image_size": training_size(datamodule.source),
-                       "max_pixels": datamodule.source_options.get("max_pixels", DEFAULT_MAX_PIXELS)},
+        "preprocess": preprocess,
         "class_names": list(module.names()),
     }
 
@@ -181,7 +185,8 @@ class Predictor:
                 cache_dir: str | os.PathLike | None = None, cache: bool = True,
                 max_read_pixels: int = MAX_READ_PIXELS, resize: bool = False, progress: bool = False) -> Predictions:
         """Classify image files or tensors ([H, W], [C, H, W], or a [B, C, H, W] batch): read, fit (or take from the
-        cache), classify with the evaluation views.
+        cache), classify with the evaluation views. A model of D-dimensional samples (D = 1, 3) takes tensors [C, *S]
+        (or [*S]), a batch [B, C, *S], and .npy, audio (1-D) or NIfTI (3-D) files (:mod:`arc.signal_inputs`).
 
         batch_size: images read, fitted and classified together (the evaluation views of an image depend on the
         batch it is in); cache_dir: the cloud cache (default :func:`arc.cache.default_cache_dir`); cache=False
@@ -194,8 +199,9 @@ class Predictor:
         if resize and self.settings.preprocess.get("image_size") is None:
             raise ValueError("resize: the model records no single training image size (mixed sizes, or an older "
                              "checkpoint)")
-        single = isinstance(inputs, (str, os.PathLike)) or (isinstance(inputs, Tensor) and inputs.ndim < 4)
-        items = [inputs] if single else list(inputs)  # a [B, C, H, W] tensor is B images
+        dims = int(self.settings.preprocess.get("dims", 2))
+        single = isinstance(inputs, (str, os.PathLike)) or (isinstance(inputs, Tensor) and inputs.ndim < dims + 2)
+        items = [inputs] if single else list(inputs)  # a [B, C, *S] tensor is B samples
         store = CloudCache((cache_dir or default_cache_dir()) if cache else None)
         steps = self.fit.steps
         bar = tqdm(total=len(items) * steps, desc="predict", unit="img", unit_scale=1 / steps, disable=not progress,

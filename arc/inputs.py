@@ -9,6 +9,9 @@ alpha and convert channels, check, crop, downscale, [resize to ``image_size``], 
 An image's content hash is the sha256 of its pixels in the model's channels (before crop and
 canvas): a file and the tensor of its pixels are one image, and :func:`content_index` derives its
 fitting seed and canvas draw from it, so its cloud depends on nothing else.
+
+A model of 1-D or 3-D samples (``preprocess["dims"]`` 1 or 3) reads its inputs with
+:func:`arc.signal_inputs.read_signal` (tensors [C, *S], .npy, audio or NIfTI files, as its source did).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from arc.data.sources.readers import DEFAULT_MAX_PIXELS
 from arc.field.config import FieldConfig
 from arc.field.errors import FieldInputError
 from arc.field.sampling import latent_count
+from arc.signal_inputs import read_signal
 
 __all__ = ["Input", "MAX_READ_PIXELS", "content_index", "read_input", "skip_reason", "training_size"]
 
@@ -39,8 +43,10 @@ NATIVE_MODES = ("1", "L", "LA", "RGB", "RGBA")  # PIL modes read without a conve
 
 def training_size(source: Any, samples: int = 16) -> Optional[list[int]]:
     """[H, W] of the train images of ``source`` before its canvas (after its crop and downscaling), when the first
-    ``samples`` readable ones agree; None for mixed sizes."""
+    ``samples`` readable ones agree; None for mixed sizes. A 1-D / 3-D source: its fixed sample shape, or None."""
     split = source.split("train")
+    if getattr(source, "dims", 2) != 2:  # a 1-D / 3-D source: its fixed shape (option length / shape) or none
+        return None if split.shape is None else list(split.shape)
     sizes = set()
     for i in range(min(samples, len(split))):
         try:
@@ -88,8 +94,12 @@ def read_input(item: Input, preprocess: Mapping[str, Any], field: FieldConfig, m
 
     converted: channels, bit depth or colour model converted, or downscaled to ``max_pixels``. other size: its
     size before the canvas differs from ``image_size``; it is then fitted at its own size, or resized to
-    ``image_size`` (bilinear, antialiased, as the digits source resizes) with ``resize``.
+    ``image_size`` (bilinear, antialiased, as the digits source resizes) with ``resize``. A model of 1-D / 3-D
+    samples: :func:`arc.signal_inputs.read_signal` (its source's ``ragged`` rule always brings a sample to its
+    fixed shape; ``resize`` changes nothing).
     """
+    if int(preprocess.get("dims", 2)) != 2:
+        return read_signal(item, preprocess, field, max_read_pixels)
     image, what, converted = _decode(item, max_read_pixels)
     image, channels_converted = conform_channels(image, int(preprocess["channels"]))
     image = check_source_image(image, what).contiguous()

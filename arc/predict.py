@@ -1,9 +1,10 @@
-"""``arc predict`` and ``tools/predict.py``: classify image files with a checkpoint or a bundle, write a CSV.
+"""``arc predict`` and ``tools/predict.py``: classify image (or signal, volume) files with a model, write a CSV.
 
     python tools/predict.py --model CKPT_OR_BUNDLE --input DIR_OR_FILES... --out FILE.csv \\
         [--batch-size 256] [--device cuda|cpu] [--cache-dir DIR | --no-cache] [--max-read-pixels N] [--resize]
 
-Folders are searched recursively for image files (by extension, as the imagefolder source does);
+Folders are searched recursively for image files (by extension, as the imagefolder source does; a
+model of 1-D samples takes .npy and audio files, one of 3-D samples .npy and NIfTI files);
 files named on the command line are always read. One row per file: ``path``, ``pred`` (class name),
 ``prob_<class>`` for every class, ``error`` (empty, or why the file was skipped: unreadable, empty,
 too small, too large, ...). Skipped files never stop the run; a model file that cannot be loaded ends it
@@ -21,13 +22,15 @@ from typing import Sequence
 from arc.data.sources.imagefolder import IMAGE_EXTENSIONS
 from arc.files import atomic_write
 from arc.inference import MAX_READ_PIXELS, ModelFileError, Predictions, load
+from arc.signal_inputs import input_extensions
 
 __all__ = ["collect_inputs", "main", "write_csv"]
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], int]:
-    """(the files to classify: named files as given, image files under named folders sorted, the number of
-    other files left out of those folders). A name that does not exist is kept (it gets an error row)."""
+def collect_inputs(inputs: Sequence[str | os.PathLike],
+                   extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> tuple[list[Path], int]:
+    """(the files to classify: named files as given, files of ``extensions`` under named folders sorted, the
+    number of other files left out of those folders). A name that does not exist is kept (it gets an error row)."""
     files, ignored = [], 0
     for item in map(Path, inputs):
         if not item.is_dir():
@@ -38,7 +41,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], int
             for name in sorted(names):
                 if name.startswith("."):
                     continue
-                if name.lower().endswith(IMAGE_EXTENSIONS):
+                if name.lower().endswith(extensions):
                     files.append(Path(dirpath) / name)
                 else:
                     ignored += 1
@@ -88,10 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    files, ignored = collect_inputs(args.input)
+    dims = int(predictor.settings.preprocess.get("dims", 2))
+    extensions = IMAGE_EXTENSIONS if dims == 2 else input_extensions(dims)
+    files, ignored = collect_inputs(args.input, extensions)
     if not files:
-        print(f"error: no image files in {' '.join(args.input)} (extensions {', '.join(IMAGE_EXTENSIONS)})",
-              file=sys.stderr)
+        print(f"error: no input files in {' '.join(args.input)} (extensions {', '.join(extensions)})", file=sys.stderr)
+        return 2
+    if args.resize and dims != 2:
+        print(f"error: --resize is for image models; this {dims}-D model brings samples to its shape as its source "
+              "did (option ragged)", file=sys.stderr)
         return 2
     if args.resize and predictor.settings.preprocess.get("image_size") is None:
         print("error: --resize: the model records no single training image size (mixed sizes, or an older "
@@ -103,8 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = sum(1 for error in result.error if error)
     print(f"{len(files)} files: {len(files) - skipped} classified, {skipped} skipped with an error, {result.converted} "
           f"converted; {result.fitted} clouds fitted, {result.cached} from the cache"
-          f"{f'; {ignored} non-image files ignored' if ignored else ''} -> {args.out}")
-    if result.other_size:
+          f"{f'; {ignored} other files ignored' if ignored else ''} -> {args.out}")
+    if result.other_size and dims != 2:
+        print(f"{result.other_size} samples brought to the training shape {predictor.settings.preprocess['image_size']} "
+              f"(ragged: {predictor.settings.preprocess['signal']['ragged']})")
+    elif result.other_size:
         size = "x".join(map(str, predictor.settings.preprocess["image_size"]))
         print(f"{result.other_size} images differ in size from the training images ({size}): "
               f"{'resized to it' if result.resized else 'fitted at their own size (--resize fits them at it)'}")

@@ -306,7 +306,8 @@ def cloud_scatter(
     panel_inches: float = 2.6,
     dpi: int = 90,
 ) -> np.ndarray:
-    """One scatter per cloud in its image frame (row axis down) -> RGB uint8 [H, W, 3].
+    """One scatter per cloud in its image frame (row axis down) -> RGB uint8 [H, W, 3]; a 1-D cloud: position
+    against the colour value; a 3-D cloud: a 3-D scatter.
 
     colour: "pca" (first principal component of all latents of the batch, one scale for every
     panel), "norm" (latent L2 norm) or an int d (latent dimension d).
@@ -329,13 +330,21 @@ def cloud_scatter(
     ids, pos = clouds.batch_ids().cpu().numpy(), clouds.pos.detach().float().cpu().numpy()
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     for i in range(n):
-        ax = fig.add_subplot(1, n, i + 1)
-        sel = ids == i
-        ax.scatter(pos[sel, 1], pos[sel, 0], c=values[sel], s=6, cmap="viridis", vmin=low, vmax=high)
-        h, w = clouds.size[i].tolist()
-        ax.set_xlim(-0.5, w - 0.5)
-        ax.set_ylim(h - 0.5, -0.5)
-        ax.set_aspect("equal")
+        ax = fig.add_subplot(1, n, i + 1, projection="3d" if clouds.dims == 3 else None)
+        sel, size = ids == i, clouds.size[i].tolist()
+        style = dict(c=values[sel], s=6, cmap="viridis", vmin=low, vmax=high)
+        if clouds.dims == 1:  # position along the signal against the colour value
+            ax.scatter(pos[sel, 0], values[sel], **style)
+            ax.set_xlim(-0.5, size[0] - 0.5)
+        elif clouds.dims == 3:  # (slice, row, col) drawn as (col, slice, row), row axis down
+            ax.scatter(pos[sel, 2], pos[sel, 0], pos[sel, 1], **style)
+            ax.set_zlim(size[1] - 0.5, -0.5)
+            ax.set_zticks([])
+        else:
+            ax.scatter(pos[sel, 1], pos[sel, 0], **style)
+            ax.set_xlim(-0.5, size[1] - 0.5)
+            ax.set_ylim(size[0] - 0.5, -0.5)
+            ax.set_aspect("equal")
         ax.set_title(titles[i] if titles is not None else f"#{int(clouds.index[i])} ({int(sel.sum())} pts)", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -62,8 +62,8 @@ def test_the_checkpoint_carries_what_inference_needs(trained):
     checkpoint = torch.load(trained.ckpt, map_location="cpu", weights_only=True)  # no pickle needed
     record = checkpoint["arc_inference"]
     assert record["field"]["latent_dim"] == 8 and record["fit"]["steps"] == 10
-    assert record["preprocess"] == {"channels": 1, "center_crop": None, "max_pixels": 1024**2, "image_size": [12, 12],
-                                    "canvas": None}
+    assert record["preprocess"] == {"channels": 1, "dims": 2, "center_crop": None, "max_pixels": 1024**2,
+                                    "image_size": [12, 12], "canvas": None}
     assert len(record["class_names"]) == 6
     assert record["decoder_header"]["hash"] == checkpoint["arc_decoder_hash"]
     predictor = arc.load(trained.ckpt, device="cpu")

@@ -8,7 +8,7 @@ import torch
 from arc.cloud import CloudBatch
 from arc.field.decode import render
 from arc.field.decoder import Decoder
-from arc.viz import reconstruction_panel, save_png
+from arc.viz import cloud_scatter, reconstruction_panel, save_png
 from arc.viz_signals import line_grid, slice_grid, slice_indices
 
 Z, N, S = 5, 4, 3.0
@@ -63,3 +63,9 @@ def test_slice_grid_shows_evenly_spaced_slices():
     assert one.dtype == np.uint8 and two.shape[0] > one.shape[0]
     with pytest.raises(ValueError, match=r"\[C, D, H, W\]"):
         slice_grid([torch.rand(1, 5, 5)])
+
+
+@pytest.mark.parametrize("dims,sizes", [(1, ((40,), (30,))), (3, ((8, 10, 12), (6, 10, 12)))])
+def test_cloud_scatter_draws_1d_and_3d_clouds(dims, sizes):
+    image = cloud_scatter(_clouds(sizes, 1), colour="norm")
+    assert image.dtype == np.uint8 and image.shape[2] == 3 and image.std() > 1
