@@ -7,13 +7,13 @@ one per edit step); :func:`run` / :func:`main` are the command line. The decoder
 
 1-D and 3-D clouds (a store of signals or volumes) are drawn by :mod:`arc.viz_signals`: a 1-D panel is a
 line plot per channel (the decoded signal over the original in grey, latent positions as ticks), a 3-D
-panel a row of slices along the first axis. Latent edits and ``--canvas`` are 2-D only so far (one clear
-error for other D).
+panel a row of slices along the first axis. Edits are D-generic (:mod:`arc.edits`); ``--canvas`` is 2-D only.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -30,7 +30,6 @@ from arc.field.decoder import Decoder
 from arc.field.errors import DecoderFileError
 from arc.pipeline import store_decoder
 from arc.store import CloudStore, StoreError
-from arc.field.decode import render
 from arc.viz import Frame, image_grid, psnr, render_view, save_png
 from arc.viz_signals import line_grid, slice_grid, upsample
 
@@ -133,78 +132,51 @@ def reconstruct(
 ) -> Panels:
     """The panels of the cloud of source ``index`` in ``split`` and of its edits (applied cumulatively).
 
-    ``canvas``: "H,W" or "pad=P" (:meth:`arc.viz.Frame.parse`); ``source``/``root``: how to reopen the
+    ``canvas``: "H,W" or "pad=P" (:meth:`arc.viz.Frame.parse`; 2-D only); ``source``/``root``: how to reopen the
     original (:func:`open_original`; without it there is no original panel and no PSNR).
     """
     cloud = clouds.get(split, index)
     if int(cloud.colour_mean.shape[1]) != decoder.channels:
         raise ReconstructError(f"the cloud has {cloud.colour_mean.shape[1]} channels, the decoder {decoder.channels}")
-    if cloud.dims != 2:
-        return _reconstruct_sample(clouds, split, index, decoder, edits, scale, canvas, show_points, source, root)
-    n, spacing = decoder.neighbours, clouds.store.spacing
+    n, spacing, dims = decoder.neighbours, clouds.store.spacing, cloud.dims
     size = cloud.size[0].tolist()
-    frame = Frame.parse(canvas, size)
-    pixels = frame.height * frame.width * scale**2
-    if pixels > MAX_PANEL_PIXELS:
-        raise ReconstructError(f"--scale {scale} makes {frame.height * scale}x{frame.width * scale} panels "
-                               f"({pixels:,} pixels, at most {MAX_PANEL_PIXELS:,}): lower --scale")
+    if dims != 2 and canvas is not None:
+        raise ReconstructError(f"--canvas is for 2-D images; this is a {dims}-D cloud (shape {tuple(size)})")
+    frame = Frame.parse(canvas, size) if dims == 2 else None
+    shape = [frame.height * scale, frame.width * scale] if frame is not None else [v * scale for v in size]
+    points = math.prod(shape)
+    if points > MAX_PANEL_PIXELS:
+        raise ReconstructError(f"--scale {scale} makes {'x'.join(map(str, shape))} panels ({points:,} points, at most "
+                               f"{MAX_PANEL_PIXELS:,}): lower --scale")
     states = apply_edits(cloud, edits, n, lookup=lambda i, other: clouds.get(other or split, i),
                          latent_std=clouds.store.latent_std)
-    original, note = open_original(clouds.store, split, index, source, root)
-    if original is not None and list(original.shape[1:]) != size:
-        original, note = None, f"the reopened image is {tuple(original.shape[1:])}, the cloud {tuple(size)}"
-    if note:
-        log.warning("no original panel: %s", note)
-
-    def shown(pos: Tensor) -> Optional[Tensor]:
-        return frame.to_display(pos, scale) if show_points else None
-
-    panels = Panels(cloud)
-    label = f"{split} #{index}"
-    if original is not None:
-        panels.psnr = psnr(render_view(decoder, cloud, spacing, n), original.float())
-        panels.add("original", frame.place(original.float(), scale), f"original {label}", shown(cloud.pos))
-    title = f"\n{panels.psnr:.2f} dB" if panels.psnr is not None else f" {label}"
-    panels.add("reconstruction", render_view(decoder, cloud, spacing, n, scale, frame), "reconstruction" + title,
-               shown(cloud.pos))
-    for step, (edit, state) in enumerate(zip(edits, states), start=1):
-        panels.add(f"step{step}-{edit.kind}", render_view(decoder, state.cloud, spacing, n, scale, frame, state.query_map),
-                   f"{step}. {edit.title}", shown(state.displayed_positions()))
-    return panels
-
-
-def _reconstruct_sample(
-    clouds: Clouds, split: str, index: int, decoder: Decoder, edits: Sequence[Edit], scale: int, canvas: Optional[str],
-    show_points: bool, source: Optional[str], root: str,
-) -> Panels:
-    """:func:`reconstruct` for a 1-D or 3-D cloud: the original (when found) and the reconstruction, no edits."""
-    cloud = clouds.get(split, index).to(next(decoder.parameters()).device)
-    dims, size = cloud.dims, cloud.size[0].tolist()
-    if edits:
-        raise ReconstructError(f"latent edits are 2-D only so far; this is a {dims}-D cloud (shape {tuple(size)}): "
-                               "drop --edit")
-    if canvas is not None:
-        raise ReconstructError(f"--canvas is for 2-D images; this is a {dims}-D cloud (shape {tuple(size)})")
-    points = torch.prod(torch.tensor(size)).item() * scale**dims
-    if points > MAX_PANEL_PIXELS:
-        raise ReconstructError(f"--scale {scale} makes {points:,} points of a {dims}-D panel (at most "
-                               f"{MAX_PANEL_PIXELS:,}): lower --scale")
-    n, spacing = decoder.neighbours, clouds.store.spacing
     original, note = open_original(clouds.store, split, index, source, root)
     if original is not None and list(original.shape[1:]) != size:
         original, note = None, f"the reopened sample is {tuple(original.shape[1:])}, the cloud {tuple(size)}"
     if note:
         log.warning("no original panel: %s", note)
-    pos = cloud.pos.cpu()
-    shown = pos[:, 0] if dims == 1 else ((pos + 0.5) * scale - 0.5 if show_points else None)
-    panels, label = Panels(cloud, scale=scale), f"{split} #{index}"
+
+    def shown(pos: Tensor) -> Optional[Tensor]:  # 1-D: always, as ticks in sample units
+        if dims == 1:
+            return pos[:, 0].cpu()
+        if not show_points:
+            return None
+        return frame.to_display(pos, scale) if frame is not None else ((pos.double().cpu() + 0.5) * scale - 0.5).float()
+
+    panels = Panels(cloud, scale=scale)
+    label = f"{split} #{index}"
     if original is not None:
         original = original.float()
-        panels.psnr = psnr(render(decoder, cloud, spacing, n)[0].cpu(), original)
+        panels.psnr = psnr(render_view(decoder, cloud, spacing, n), original)
         panels.reference = original if dims == 1 else None
-        panels.add("original", upsample(original, scale), f"original {label}", shown)
-    title = f" {panels.psnr:.2f} dB" if panels.psnr is not None else f" {label}"
-    panels.add("reconstruction", render(decoder, cloud, spacing, n, scale)[0].cpu(), "reconstruction" + title, shown)
+        placed = frame.place(original, scale) if frame is not None else upsample(original, scale)
+        panels.add("original", placed, f"original {label}", shown(cloud.pos))
+    title = (f"\n{panels.psnr:.2f} dB" if dims == 2 else f" {panels.psnr:.2f} dB") if panels.psnr is not None else f" {label}"
+    panels.add("reconstruction", render_view(decoder, cloud, spacing, n, scale, frame), "reconstruction" + title,
+               shown(cloud.pos))
+    for step, (edit, state) in enumerate(zip(edits, states), start=1):
+        panels.add(f"step{step}-{edit.kind}", render_view(decoder, state.cloud, spacing, n, scale, frame, state.query_map),
+                   f"{step}. {edit.title}", shown(state.displayed_positions()))
     return panels
 
 
@@ -252,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="edits: translate:dx=..,dy=.. | rotate:deg=..[,row=..,col=..] | flip:axis=h|v | "
                "scale:factor=..[,row=..,col=..] | push:px=..,seed=.. | mask:box=r0,c0,r1,c1 | mask:circle=r,c,radius | "
                "mask:fraction=f,seed=s | mix:index=i,mode=stack|left-right|box[,box=r0,c0,r1,c1] | noise:std=..,seed=.. ; "
-               "add ',exact' to a geometric edit for exact mode",
+               "add ',exact' to a geometric edit for exact mode; 1-D / 3-D clouds: by=/at= in tensor order, "
+               "flip:axis=h|v|d, 3-D rotate axis=d|v|h (see arc.edits)",
     )
     parser.add_argument("--store", required=True, help="cloud store directory (holds manifest.json)")
     parser.add_argument("--index", required=True, type=int, help="source index of the image in --split")

@@ -125,7 +125,8 @@ def render_view(
     frame: Optional[Frame] = None,
     query_map: Optional[Affine] = None,
 ) -> Tensor:
-    """Render cloud 0 of ``cloud`` to [C, H·s, W·s] in [0, 1] on ``frame`` (default: its image frame).
+    """Render cloud 0 of ``cloud`` to [C, H·s, W·s] in [0, 1] on ``frame`` (default: its image frame); a 1-D or
+    3-D cloud to [C, *(S·s)] on its own sample frame (no ``frame``).
 
     query_map: output (content) coordinates -> the cloud's own frame (exact edits, see
     :mod:`arc.edits`); each output pixel decodes the cloud at query_map(q). Neighbours are
@@ -135,13 +136,20 @@ def render_view(
         raise FrameError(f"scale must be a positive integer, got {scale}")
     scale = int(scale)
     one = cloud.cloud(0).to(_device(decoder))
-    frame = frame or Frame.of_image(one.size[0].tolist())
-    queries = frame.queries(scale)
+    size = one.size[0].tolist()
+    if one.dims == 2:
+        frame = frame or Frame.of_image(size)
+        queries, shape = frame.queries(scale), (frame.height * scale, frame.width * scale)
+    elif frame is not None:
+        raise FrameError(f"a canvas frame is for 2-D images; this is a {one.dims}-D cloud")
+    else:
+        queries = torch.cartesian_prod(*[pixel_centres(n, scale) for n in size]).reshape(-1, one.dims)
+        shape = tuple(n * scale for n in size)
     if query_map is not None and not query_map.is_identity:
         queries = query_map(queries)
     fit = decode_queries(decoder, one, queries, torch.tensor([queries.shape[0]]), spacing, neighbours)
     image = from_fit_space(fit.t(), one.colour_mean[0], one.colour_std[0]).clamp_(0.0, 1.0)
-    return image.reshape(-1, frame.height * scale, frame.width * scale).cpu()
+    return image.reshape(-1, *shape).cpu()
 
 
 def psnr(image: Tensor, reference: Tensor) -> float:

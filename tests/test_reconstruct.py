@@ -227,7 +227,11 @@ def test_a_1d_cloud_is_drawn_as_line_plots_against_its_signal(series, tmp_path, 
     assert grid.ndim == 3 and grid.shape[1] > grid.shape[0] and 5_000 < out.stat().st_size < 2_000_000
     assert sorted(p.name for p in panels.iterdir()) == ["00-original.png", "01-reconstruction.png"]
     assert f"{float(dataset.psnr[1]):.1f}" in capsys.readouterr().out
-    for argv, message in [(["--edit", "flip:axis=h"], "latent edits are 2-D only so far; this is a 1-D cloud"),
-                          (["--canvas", "pad=2"], "--canvas is for 2-D images")]:
+    edited = tool.run(["--store", series.path, "--index", 1, "--edit", "flip:axis=h,exact", "--edit", "translate:dx=3",
+                       "--out", tmp_path / "edited.png", "--panels", panels])
+    assert edited["names"] == ["original", "reconstruction", "step1-flip", "step2-translate"]
+    recon, flipped = (np.asarray(Image.open(panels / f"0{i}.png")) for i in ("1-reconstruction", "2-step1-flip"))
+    assert recon.shape == flipped.shape and not np.array_equal(recon, flipped)
+    for argv, message in [(["--edit", "rotate:deg=90"], "rotate"), (["--canvas", "pad=2"], "--canvas is for 2-D images")]:
         code, err = _main(["--store", series.path, "--index", "0", *argv, "--out", tmp_path / "bad.png"], capsys)
         assert code == 2 and message in err and not (tmp_path / "bad.png").exists()

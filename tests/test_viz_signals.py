@@ -8,7 +8,8 @@ import torch
 from arc.cloud import CloudBatch
 from arc.field.decode import render
 from arc.field.decoder import Decoder
-from arc.viz import cloud_scatter, reconstruction_panel, save_png
+from arc.geometry import Affine
+from arc.viz import Frame, FrameError, cloud_scatter, reconstruction_panel, render_view, save_png
 from arc.viz_signals import line_grid, slice_grid, slice_indices
 
 Z, N, S = 5, 4, 3.0
@@ -69,3 +70,15 @@ def test_slice_grid_shows_evenly_spaced_slices():
 def test_cloud_scatter_draws_1d_and_3d_clouds(dims, sizes):
     image = cloud_scatter(_clouds(sizes, 1), colour="norm")
     assert image.dtype == np.uint8 and image.shape[2] == 3 and image.std() > 1
+
+
+@pytest.mark.parametrize("dims,sizes", [(1, ((40,),)), (3, ((6, 7, 8),))])
+def test_render_view_of_1d_and_3d_clouds_is_the_field_renderer_and_takes_query_maps(dims, sizes):
+    decoder, cloud = _decoder(1, dims), _clouds(sizes, 1)
+    for scale in (1, 2):
+        assert torch.allclose(render_view(decoder, cloud, S, N, scale), render(decoder, cloud, S, N, scale)[0], atol=1e-6)
+    centre = [(n - 1) / 2 for n in sizes[0]]
+    flipped = render_view(decoder, cloud, S, N, query_map=Affine.flip("h", centre))  # exact flip of the last axis
+    assert torch.allclose(flipped, render_view(decoder, cloud, S, N).flip(-1), atol=1e-5)
+    with pytest.raises(FrameError, match="canvas frame is for 2-D images"):
+        render_view(decoder, cloud, S, N, frame=Frame(4, 4))

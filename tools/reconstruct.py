@@ -18,7 +18,8 @@ the source recorded in the manifest (``shapes``, ``digits``, ``torchvision:*`` u
 The reopened source must have the manifest's identity (same content hash), otherwise no
 original panel is shown. A store of 1-D signals or 3-D volumes gives line plots per channel
 (decoded over the original, latent positions as ticks) or rows of slices along the first axis
-(:mod:`arc.viz_signals`); edits and ``--canvas`` are 2-D only so far. The command and its
+(:mod:`arc.viz_signals`); edits take D-dimensional parameters there (:mod:`arc.edits`), ``--canvas``
+is 2-D only. The command and its
 library live in :mod:`arc.reconstruct`.
 """
 import sys
