@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -33,6 +34,7 @@ from arc.field.fitting import fit_clouds, intra_op_threads
 from arc.field.pretraining import pretrain_decoder
 from arc.field.sampling import sample_latent_count
 from arc.store import CloudStore, StoreError, decoder_key, default_store_dir, latent_statistics, store_key
+from arc.store.cloud_store import record_fit_time
 from arc.store.integrity import split_changed, verify_shard
 from arc.store import default_decoder_path as keyed_decoder_path
 
@@ -287,6 +289,7 @@ def _fit_shards(source: ImageSource, field: FieldConfig, fit: FitConfig, store: 
             log.info("anchor %s: images of up to %d pixels; fitting memory about %.2f GiB (%d groups at once, 72 B per "
                      "image pixel; fit.pixel_budget and the source option max_pixels bound it)", split_name,
                      source.largest_pixels, need / 2**30, groups)
+        started = time.perf_counter()
         total = sum(min(store.shard_size, len(split) - k * store.shard_size) for k in shards)
         # counted in image-steps, shown in images (unit_scale), so the rate reads images/s
         bar = tqdm(total=total * fit.steps, desc=f"anchor {split_name}", unit="img", unit_scale=1 / fit.steps,
@@ -309,6 +312,8 @@ def _fit_shards(source: ImageSource, field: FieldConfig, fit: FitConfig, store: 
         fitted, psnr_sum = sum(n for n, _ in done), sum(psnr for _, psnr in done)
         if fitted:
             log.info("rank %d fitted %d %s images, mean PSNR %.2f dB", rank, fitted, split_name, psnr_sum / fitted)
+            if rank == 0:  # rank 0's own rate stands for the store's
+                record_fit_time(store, split_name, fitted, time.perf_counter() - started)
 
 
 def _record(source: ImageSource, store: CloudStore, splits: Sequence[str]) -> None:

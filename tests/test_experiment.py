@@ -102,7 +102,27 @@ def test_a_grid_expands_to_one_run_per_cell_and_seed(tmp_path):
     assert runs[0].command[1:4] == ["-m", "arc", "fit"]
 
 
+def test_a_config_axis_compares_whole_configs_and_metrics_picks_the_columns(tmp_path):
+    grid = load_grid(write_grid(tmp_path, """
+seeds: [0]
+overrides: {data.init_args.source: digits}
+grid: {config: [demo, baselines/cnn]}
+metrics: [test/acc, fit/images_per_s]
+"""))
+    runs = expand(grid, tmp_path / "out")
+    assert [r.name for r in runs] == ["config=demo/seed0", "config=cnn/seed0"]
+    assert runs[1].args[:2] == ("--config", str((ROOT / "configs/baselines/cnn.yaml").resolve()))
+    assert "--config" not in runs[1].args[2:] and "--data.init_args.source" in runs[1].args
+    assert grid.base == runs[0].args[1] and grid.metrics == ("test/acc", "fit/images_per_s")
+    results = {run.name: RunResult(run.name, "ok", 1.0, {"test/acc": 0.5, "val/loss": 1.0}) for run in runs}
+    header, rows = cell_table(grid, runs, results)
+    assert header == ["config", "n", "test/acc", "fit/images_per_s", "seconds"] and rows[1][:3] == ["cnn", "1/1", "0.5000"]
+
+
 @pytest.mark.parametrize("text, message", [
+    ("seeds: [0]\n", "base must name a config file"),
+    ("grid: {config: [demo, nothing_here]}\n", "grid.config: config 'nothing_here' not found"),
+    ("base: demo\nmetrics: test/acc\n", "metrics must be a list"),
     ("base: demo\nseed: [0]\n", "unknown key.*seed .*valid: base, seeds"),
     ("base: demo\ngrid: {trainer.max_epochs: []}\n", "grid.trainer.max_epochs must be a non-empty list"),
     ("base: configs/nothing_here.yaml\n", "base: config 'configs/nothing_here.yaml' not found"),
@@ -218,7 +238,7 @@ grid: {trainer.max_epochs: [2]}
     assert main([str(path), "--out", str(tmp_path / "out")]) == 0
     metrics = json.loads((tmp_path / "out/runs/max_epochs=2/seed0/latest/metrics.json").read_text())
     assert {"test/acc", "test/acc_macro", "val/acc", "val/acc_best", "params/classifier", "fit/psnr_mean",
-            "repr/params_per_sample"} <= set(metrics)
+            "repr/params_per_sample", "fit/images_per_s"} <= set(metrics)
     assert metrics["repr/params_per_sample"] == pytest.approx(16 * metrics["repr/latents_mean"])
     assert "| 2 | 1/1 |" in (tmp_path / "out/results.md").read_text()
 

@@ -23,6 +23,7 @@ from arc.runs import ensure_writable
 from arc.seeding import derive_generator, run_seed
 from arc.settings import as_settings
 from arc.store import CloudStore
+from arc.store.cloud_store import fit_images_per_s
 from arc.viz import log_reconstructions
 
 log = logging.getLogger(__name__)
@@ -300,16 +301,19 @@ class ARCDataModule(ImageDataModule):
     def representation_metrics(self) -> dict[str, float]:
         """How well and at what size the served clouds represent their images, over every recorded split (the
         test split from its own store with ``test_canvas``): ``fit/psnr_mean`` (dB, mean over clouds),
-        ``repr/latents_mean`` (latents per cloud) and ``repr/params_per_sample`` (latents × latent dim); empty
-        while no store is open or the stores hold no cloud."""
+        ``repr/latents_mean`` (latents per cloud), ``repr/params_per_sample`` (latents × latent dim) and, once the
+        store recorded its fitting time, ``fit/images_per_s`` (wall time of the fitting runs); empty while no store
+        is open or the stores hold no cloud."""
         stores = {split: self.test_store if split == "test" and self.test_canvas is not None else self.cloud_store
                   for split in SPLITS}
         splits = [CloudDataset(store, split) for split, store in stores.items() if store is not None and store.has_split(split)]
         if not sum(len(split) for split in splits):
             return {}
         latents = torch.cat([split.point_counts for split in splits]).double().mean().item()
-        return {"fit/psnr_mean": torch.cat([split.psnr for split in splits]).double().mean().item(),
-                "repr/latents_mean": latents, "repr/params_per_sample": latents * self.field.latent_dim}
+        metrics = {"fit/psnr_mean": torch.cat([split.psnr for split in splits]).double().mean().item(),
+                   "repr/latents_mean": latents, "repr/params_per_sample": latents * self.field.latent_dim}
+        rate = fit_images_per_s(self.cloud_store) if self.cloud_store is not None else None
+        return metrics if rate is None else {**metrics, "fit/images_per_s": rate}
 
     def setup(self, stage: Optional[str] = None) -> None:
         self.prepare_clouds(self.stage_splits(stage))

@@ -6,6 +6,13 @@
     grid:                              # the product of these lists: one cell per combination
       trainer.max_epochs: [1, 2]
     slurm: {slurm_partition: gpu, timeout_min: 60, gpus_per_node: 1}   # optional, submitit parameters
+    metrics: [test/acc, fit/psnr_mean]  # optional, the table's columns (default: every logged metric)
+
+The axis ``config`` (a list of configs) replaces the base config per cell, so one grid compares
+methods on the same data (ARC and the baselines; ``base`` may then be left out):
+
+    grid:
+      config: [demo, baselines/siren_mlp, baselines/cnn]
 
 :func:`load_grid` reads and checks a file; :func:`expand` turns it into :class:`Run` s, one per
 (cell, seed), each with the command line of one ``arc fit`` and a folder under the output directory.
@@ -25,9 +32,11 @@ import yaml
 
 from arc.config_files import ComposeError, resolve_config_name
 
-__all__ = ["TRAIN_PROGRAM", "Grid", "GridError", "Run", "expand", "load_grid", "option_value"]
+__all__ = ["CONFIG_AXIS", "TRAIN_PROGRAM", "Grid", "GridError", "Run", "axis_label", "expand", "load_grid", "option_value"]
 
-KEYS = ("base", "seeds", "overrides", "grid", "slurm")
+KEYS = ("base", "seeds", "overrides", "grid", "slurm", "metrics")
+CONFIG_AXIS = "config"
+"""The axis whose values are whole configs (each replaces ``base``)."""
 TRAIN_PROGRAM = (sys.executable, "-m", "arc", "fit")
 """The command a run's options follow: ``arc fit`` (``tools/train.py fit``) in this Python."""
 
@@ -46,6 +55,7 @@ class Grid:
     overrides: dict[str, Any]
     axes: dict[str, list[Any]]
     slurm: dict[str, Any] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ()  # the table's metric columns; empty: every logged metric
 
 
 @dataclass(frozen=True)
@@ -87,20 +97,19 @@ def load_grid(path: str | Path) -> Grid:
     unknown = sorted(set(content) - set(KEYS))
     if unknown:
         raise GridError(f"{path}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(KEYS)})")
-    if not isinstance(content.get("base"), str):
-        raise GridError(f"{path}: base must name a config file or a packaged config (e.g. base: demo)")
-    try:
-        base = resolve_config_name(content["base"])
-    except ComposeError as error:
-        raise GridError(f"{path}: base: {error}") from None
-    if not Path(base).is_file():
-        raise GridError(f"{path}: base config not found: {content['base']}")
+    axes = _mapping(content, "grid", path)
+    configs = axes.get(CONFIG_AXIS)
+    if not isinstance(content.get("base"), str) and not (configs and "base" not in content):
+        raise GridError(f"{path}: base must name a config file or a packaged config (e.g. base: demo), "
+                        f"unless a grid axis '{CONFIG_AXIS}' lists the configs")
+    if isinstance(configs, list) and configs:
+        axes[CONFIG_AXIS] = [_config_path(value, path, f"grid.{CONFIG_AXIS}") for value in configs]
+    base = _config_path(content["base"], path, "base") if "base" in content else axes[CONFIG_AXIS][0]
     seeds = content.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise GridError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise GridError(f"{path}: seeds repeat: {seeds}")
-    axes = _mapping(content, "grid", path)
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
             raise GridError(f"{path}: grid.{key} must be a non-empty list of values, got {values!r}")
@@ -110,7 +119,27 @@ def load_grid(path: str | Path) -> Grid:
     both = sorted(set(overrides) & set(axes))
     if both:
         raise GridError(f"{path}: {', '.join(both)} is both an override and a grid axis; keep one")
-    return Grid(path, str(Path(base).resolve()), tuple(seeds), overrides, axes, _mapping(content, "slurm", path))
+    metrics = content.get("metrics") or []
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise GridError(f"{path}: metrics must be a list of metric names (e.g. [test/acc, fit/psnr_mean]), got {metrics!r}")
+    return Grid(path, base, tuple(seeds), overrides, axes, _mapping(content, "slurm", path), tuple(metrics))
+
+
+def _config_path(value: Any, where: Path, key: str) -> str:
+    """The absolute path of the config ``value`` (a file or a packaged name), or :class:`GridError`."""
+    if not isinstance(value, str):
+        raise GridError(f"{where}: {key} must name config files or packaged configs, got {value!r}")
+    try:
+        config = resolve_config_name(value)
+    except ComposeError as error:
+        raise GridError(f"{where}: {key}: {error}") from None
+    if not Path(config).is_file():
+        raise GridError(f"{where}: {key}: config not found: {value}")
+    return str(Path(config).resolve())
+
+def axis_label(key: str, value: Any) -> str:
+    """How a cell's value shows in tables and folder names: a config by its file name, else :func:`option_value`."""
+    return Path(value).stem if key == CONFIG_AXIS else option_value(value)
 
 
 def option_value(value: Any) -> str:
@@ -119,7 +148,8 @@ def option_value(value: Any) -> str:
 
 
 def _slug(cell: dict[str, Any], short: bool) -> str:
-    words = [f"{key.split('.')[-1] if short else key}={option_value(value)}" for key, value in cell.items()]
+    words = [f"{key.split('.')[-1] if short else key}={axis_label(key, value) if short else option_value(value)}"
+             for key, value in cell.items()]
     return re.sub(r"[^A-Za-z0-9._=,-]+", "-", ",".join(words)).strip("-")[:80] or "base"
 
 
@@ -140,10 +170,10 @@ def expand(grid: Grid, out: Path, program: tuple[str, ...] = TRAIN_PROGRAM) -> l
     cells = [dict(zip(keys, values)) for values in itertools.product(*(grid.axes[k] for k in keys))]
     runs = []
     for cell, slug in zip(cells, _slugs(cells)):
-        options = {**grid.overrides, **cell}
+        options = {key: value for key, value in {**grid.overrides, **cell}.items() if key != CONFIG_AXIS}
         for seed in grid.seeds:
             root = (out / "runs" / slug / f"seed{seed}").resolve()
-            args = ["--config", grid.base, "--seed_everything", str(seed)]
+            args = ["--config", cell.get(CONFIG_AXIS, grid.base), "--seed_everything", str(seed)]
             for key, value in options.items():
                 args += [f"--{key}", option_value(value)]
             args += ["--trainer.default_root_dir", str(root)]

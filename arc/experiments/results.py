@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from arc.experiments.grid import Grid, Run, option_value
+from arc.experiments.grid import Grid, Run, axis_label
 from arc.experiments.runner import RunResult
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def write_csv(path: Path, grid: Grid, runs: Sequence[Run], results: dict[str, Ru
         writer.writerow([*grid.axes, "seed", "status", "seconds", "error", "run_dir", *names])
         for run in runs:
             result = results[run.name]
-            writer.writerow([*(option_value(run.cell[k]) for k in grid.axes), run.seed, result.status,
+            writer.writerow([*(axis_label(k, run.cell[k]) for k in grid.axes), run.seed, result.status,
                              f"{result.seconds:.1f}", result.error, result.run_dir,
                              *(result.metrics.get(m, "") for m in names)])
 
@@ -53,14 +53,14 @@ def _summary(values: list[float]) -> str:
 
 def cell_table(grid: Grid, runs: Sequence[Run], results: dict[str, RunResult]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the per-cell table: axis values, seeds finished of seeds run, mean ± std of each metric."""
-    names = [m for m in metric_names(list(results.values())) if not any(part in m for part in TABLE_SKIPS)]
+    names = list(grid.metrics) or [m for m in metric_names(list(results.values())) if not any(part in m for part in TABLE_SKIPS)]
     cells: dict[str, list[Run]] = {}
     for run in runs:
         cells.setdefault(run.slug, []).append(run)
     rows = []
     for members in cells.values():
         ok = [results[run.name] for run in members if results[run.name].status in ("ok", "done")]
-        values = [option_value(members[0].cell[k]) for k in grid.axes]
+        values = [axis_label(k, members[0].cell[k]) for k in grid.axes]
         rows.append([*values, f"{len(ok)}/{len(members)}",
                      *(_summary([r.metrics[m] for r in ok if m in r.metrics]) for m in names),
                      _summary([r.seconds for r in ok])])
@@ -101,8 +101,8 @@ def write_plot(path: Path, grid: Grid, runs: Sequence[Run], results: dict[str, R
         result = results[run.name]
         if metric is None or result.status not in ("ok", "done") or metric not in result.metrics:
             continue
-        x = option_value(run.cell[keys[0]]) if keys and not _numeric(grid.axes[keys[0]]) else (run.cell[keys[0]] if keys else 0)
-        label = ", ".join(f"{k.split('.')[-1]}={option_value(run.cell[k])}" for k in keys[1:])
+        x = axis_label(keys[0], run.cell[keys[0]]) if keys and not _numeric(grid.axes[keys[0]]) else (run.cell[keys[0]] if keys else 0)
+        label = ", ".join(f"{k.split('.')[-1]}={axis_label(k, run.cell[k])}" for k in keys[1:])
         lines.setdefault(label, {}).setdefault(x, []).append(result.metrics[metric])
     figure, axis = plt.subplots(figsize=(6, 4))
     for label, points in lines.items():

@@ -289,6 +289,23 @@ class CloudStore:
         return self.manifest.get("latent_mean") is not None
 
 
+def record_fit_time(store: CloudStore, split: str, images: int, seconds: float) -> None:
+    """Add ``images`` fitted in ``seconds`` (wall time) to the manifest's ``fit_time[split]`` ({images, seconds},
+    summed over the runs that fitted its shards, so a resumed store keeps the rate of all its fitting)."""
+    times = dict(store.manifest.get("fit_time") or {})
+    done = times.get(split, {"images": 0, "seconds": 0.0})
+    times[split] = {"images": int(done["images"]) + int(images), "seconds": round(float(done["seconds"]) + float(seconds), 3)}
+    store.manifest = {**store.manifest, "fit_time": times}
+    write_json(store.path / MANIFEST, store.manifest)
+
+
+def fit_images_per_s(store: CloudStore) -> float | None:
+    """Images fitted per second over every split the manifest has a ``fit_time`` for (None when none)."""
+    times = (store.manifest.get("fit_time") or {}).values()
+    images, seconds = sum(t["images"] for t in times), sum(t["seconds"] for t in times)
+    return images / seconds if seconds > 0 else None
+
+
 def as_store(store: CloudStore | str | os.PathLike) -> CloudStore:
     """``store`` itself, or the store opened at that path."""
     return store if isinstance(store, CloudStore) else CloudStore.open(store)

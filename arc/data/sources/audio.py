@@ -78,7 +78,8 @@ class AudioReader:
             step = gcd(int(rate), self.sample_rate)
             from scipy.signal import resample_poly
 
-            data = resample_poly(data, self.sample_rate // step, int(rate) // step, axis=1).astype(np.float32)
+            # the polyphase filter can overshoot full scale (Gibbs ringing): clip back to the PCM range
+            data = np.clip(resample_poly(data, self.sample_rate // step, int(rate) // step, axis=1), -1.0, 1.0).astype(np.float32)
             if not self._resampled:
                 log.info("resampling audio from %d Hz to %d Hz (option sample_rate), first %s", rate, self.sample_rate, self.paths[i])
                 self._resampled = True
