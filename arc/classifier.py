@@ -72,6 +72,28 @@ def check_recipe(num_classes: int, scheduler: Any, warmup_epochs: Any, block_lr_
         raise ClassifierConfigError(f"class_names has {len(class_names)} names for {num_classes} classes")
 
 
+def soft_cross_entropy(logits: Tensor, label: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
+    """Mean cross entropy of [B, classes] logits against [B] labels or [B, classes] soft targets.
+
+    Always the soft-target form: it has no ``nll_loss``, which has no deterministic CUDA kernel.
+    """
+    return F.cross_entropy(logits, soft_labels(label, num_classes).to(logits.dtype), label_smoothing=smoothing)
+
+
+def adopted_decoder_hash(recorded: str | None, trainer: Any) -> str | None:
+    """The decoder hash a classifier keeps: ``recorded``, or the one of the clouds ``trainer``'s datamodule
+    serves when none is recorded yet. Raises :class:`ClassifierConfigError` when they differ: latents of two
+    decoders are not comparable, so a classifier only reads clouds of its own."""
+    served = getattr(getattr(trainer, "datamodule", None), "decoder_hash", None) if trainer is not None else None
+    if served is None or recorded is None or served == recorded:
+        return recorded if served is None else served
+    raise ClassifierConfigError(
+        f"this classifier was trained on clouds of decoder {recorded[:12]}, but the data's clouds "
+        f"come from decoder {served[:12]}; their latents are not comparable. Pass the training decoder "
+        "with --data.decoder PATH (e.g. to evaluate on a new canvas)"
+    )
+
+
 class ARCClassifier(pl.LightningModule):
     """Train and evaluate an :class:`~arc.model.ARCModel` (thesis §3.3 and App. B; docs/architecture.md).
 
@@ -181,20 +203,8 @@ class ARCClassifier(pl.LightningModule):
     # ------------------------------------------------------------ decoder of the clouds
 
     def check_decoder(self) -> None:
-        """Adopt the datamodule's decoder hash (first fit), or raise if its clouds come from another decoder:
-        latents of two decoders are not comparable, so a classifier only reads clouds of its own."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        served = getattr(datamodule, "decoder_hash", None)
-        if served is None:
-            return
-        if self.decoder_hash is None:
-            self.decoder_hash = served
-        elif served != self.decoder_hash:
-            raise ClassifierConfigError(
-                f"this classifier was trained on clouds of decoder {self.decoder_hash[:12]}, but the data's clouds "
-                f"come from decoder {served[:12]}; their latents are not comparable. Pass the training decoder "
-                "with --data.decoder PATH (e.g. to evaluate on a new canvas)"
-            )
+        """Adopt the datamodule's decoder hash (first fit), or raise if its clouds come from another decoder."""
+        self.decoder_hash = adopted_decoder_hash(self.decoder_hash, self._trainer)
 
     on_validation_start = on_test_start = on_predict_start = check_decoder  # every evaluation reads clouds too
 
@@ -231,15 +241,7 @@ class ARCClassifier(pl.LightningModule):
         self.check_batch(batch)
         mixed = self.augment(batch, normalise=self.normalise, seed=seed)
         logits = self.classify(mixed.pos, mixed.lat, mixed.offset)
-        return self.cross_entropy(logits, mixed.label, self.hparams.label_smoothing)
-
-    def cross_entropy(self, logits: Tensor, label: Tensor, smoothing: float = 0.0) -> Tensor:
-        """Mean cross entropy of [B, classes] logits against [B] labels or [B, classes] soft targets.
-
-        Always the soft-target form: it has no ``nll_loss``, which has no deterministic CUDA kernel.
-        """
-        target = soft_labels(label, self.num_classes).to(logits.dtype)
-        return F.cross_entropy(logits, target, label_smoothing=smoothing)
+        return soft_cross_entropy(logits, mixed.label, self.num_classes, self.hparams.label_smoothing)
 
     def evaluate_logits(self, batch: CloudBatch, batch_idx: int = 0) -> Tensor:
         """[B, classes] log of the mean class probabilities over the evaluation views of a raw batch
@@ -274,7 +276,7 @@ class ARCClassifier(pl.LightningModule):
         logits = self.evaluate_logits(batch, batch_idx)
         if batch.label.ndim != 1:
             raise CloudError(f"{stage} labels must be class indices [B], got shape {tuple(batch.label.shape)}")
-        loss = self.cross_entropy(logits, batch.label)
+        loss = soft_cross_entropy(logits, batch.label, self.num_classes)
         preds = logits.argmax(1)
         acc, acc_macro, confusion = (
             (self.val_acc, self.val_acc_macro, self.val_confusion)
