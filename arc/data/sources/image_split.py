@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
 import torch.nn.functional as F
 from torch import Tensor
 
 from arc.data.canvas import CanvasConfig, apply_canvas
 from arc.data.images import ImageReadError, check_source_image, conform_channels
 from arc.data.sources.readers import Reader
+from arc.data.sources.split_base import CountedSplit
 
 
-class ImageSplit(Sequence):
+class ImageSplit(CountedSplit):
     """One split: ``split[i]`` -> (image float32 [C, H, W] in [0, 1], label int), decoded lazily.
 
     The image is read, alpha-composited on black, converted to the dataset's ``channels``
@@ -24,20 +23,12 @@ class ImageSplit(Sequence):
 
     def __init__(self, name: str, reader: Reader, channels: int, center_crop: int | None = None, canvas: CanvasConfig | None = None,
                  max_pixels: int | None = None):
-        self.name, self.reader, self.channels = name, reader, channels
+        super().__init__(name, reader, channels)
         self.center_crop, self.canvas, self.max_pixels = center_crop, canvas, max_pixels
-        self._skipped: set[int] = set()
-        self._converted: set[int] = set()
         self._downscaled: set[int] = set()
 
-    def __len__(self) -> int:
-        return len(self.reader)
-
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"{self.name} split has {n} images, index {index} is out of range")
-        index = int(index) % n
+        index = self._index(index)
         try:
             image, converted = conform_channels(self.reader.read(index), self.channels)
             image = check_source_image(image, self._what(index))
@@ -55,10 +46,6 @@ class ImageSplit(Sequence):
             image = apply_canvas(image, self.canvas, self.name, index)
         return image, int(self.reader.labels()[index])
 
-    def describe(self, index: int) -> str:
-        """Where image ``index`` comes from: its file path, or its array and position."""
-        return self.reader.describe(int(index))
-
     def _what(self, index: int) -> str:
         return f"{self.name}[{index}] ({self.describe(index)})"
 
@@ -68,25 +55,6 @@ class ImageSplit(Sequence):
             raise ImageReadError(f"{self._what(index)}: image {height}x{width} is smaller than center_crop {crop}")
         top, left = (height - crop) // 2, (width - crop) // 2
         return image[:, top : top + crop, left : left + crop]
-
-    @property
-    def labels(self) -> Tensor:
-        """[len] int64 labels (no image is decoded)."""
-        return self.reader.labels()
-
-    @property
-    def skipped(self) -> int:
-        """Number of distinct images that raised :class:`ImageReadError` in this process."""
-        return len(self._skipped)
-
-    @property
-    def skipped_indices(self) -> list[int]:
-        return sorted(self._skipped)
-
-    @property
-    def converted(self) -> int:
-        """Number of distinct images converted to the dataset's channel count in this process."""
-        return len(self._converted)
 
     @property
     def downscaled(self) -> int:

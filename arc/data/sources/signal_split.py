@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 from torch import Tensor
 
 from arc.data.images import ImageReadError
 from arc.data.signals import check_signal, conform_signal_channels, fit_shape
 from arc.data.sources.readers import Reader
+from arc.data.sources.split_base import CountedSplit
 
 log = logging.getLogger(__name__)
 
 
-class SignalSplit(Sequence):
+class SignalSplit(CountedSplit):
     """One split of a D-dimensional source: ``split[i]`` -> (sample float32 [C, *S], label int).
 
     The sample is read, converted to the source's ``channels`` (counted in ``converted``), checked
@@ -23,23 +23,17 @@ class SignalSplit(Sequence):
     """
 
     max_pixels = None  # signals are never downscaled to a pixel budget (images: ImageSplit)
+    downscaled = 0  # the image splits' count of samples shrunk to max_pixels; never for signals
 
     def __init__(self, name: str, reader: Reader, channels: int, dims: int, shape: tuple[int, ...] | None = None,
                  ragged: str = "refuse"):
-        self.name, self.reader, self.channels, self.dims = name, reader, channels, dims
-        self.shape, self.ragged = (tuple(shape) if shape is not None else None), ragged
-        self._skipped: set[int] = set()
-        self._converted: set[int] = set()
+        super().__init__(name, reader, channels)
+        self.dims, self.shape, self.ragged = dims, (tuple(shape) if shape is not None else None), ragged
         self._resized: set[int] = set()
 
-    def __len__(self) -> int:
-        return len(self.reader)
-
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"{self.name} split has {n} samples, index {index} is out of range")
-        index, what = int(index) % n, f"{self.name}[{int(index) % n}] ({self.describe(int(index) % n)})"
+        index = self._index(index)
+        what = f"{self.name}[{index}] ({self.describe(index)})"
         try:
             sample = check_signal(self.reader.read(index), what, self.dims)
             sample, converted = conform_signal_channels(sample, self.channels, what)
@@ -61,32 +55,7 @@ class SignalSplit(Sequence):
             log.info(message)
         counted.add(index)
 
-    def describe(self, index: int) -> str:
-        """Where sample ``index`` comes from: its file path, or its array and position."""
-        return self.reader.describe(int(index))
-
-    @property
-    def labels(self) -> Tensor:
-        """[len] int64 labels (no sample is read)."""
-        return self.reader.labels()
-
-    @property
-    def skipped(self) -> int:
-        """Number of distinct samples that raised :class:`ImageReadError` in this process."""
-        return len(self._skipped)
-
-    @property
-    def skipped_indices(self) -> list[int]:
-        return sorted(self._skipped)
-
-    @property
-    def converted(self) -> int:
-        """Number of distinct samples converted to the source's channel count in this process."""
-        return len(self._converted)
-
     @property
     def resized(self) -> int:
         """Number of distinct samples padded, cropped or resampled to the source's shape in this process."""
         return len(self._resized)
-
-    downscaled = 0  # the image splits' count of samples shrunk to max_pixels; never for signals
