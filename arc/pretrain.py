@@ -54,7 +54,7 @@ class DecoderPretraining(L.LightningModule):
         return self.joint.optimiser()
 
     def training_step(self, step: Tensor, batch_idx: int) -> Tensor:
-        loss = self.joint.train_step(int(step), self.optimizers(), self.manual_backward)
+        loss = self.joint.train_step(int(step), self.optimizers())
         self.log("pretrain/loss", loss / len(self.joint.group), prog_bar=True)
         done = int(step) + 1
         if done % self.hparams.psnr_every == 0 or done == self.pretrain.steps:

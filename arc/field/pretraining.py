@@ -1,7 +1,9 @@
 """Decoder pretraining: a fresh shared decoder trained jointly with the latents of a few images.
 
-Same loss and pixel schedule as fitting (:mod:`arc.field.group`), but by autograd through the
-decoder and the latents, with one Adam over both, in full float32 on CUDA as on the CPU.
+Same loss and pixel schedule as fitting (:mod:`arc.field.group`), with the gradients of the decoder's
+weights and of the latents written by hand (:class:`arc.field.decoder_grad.JointGradient`: the fitting
+kernels plus one weight-gradient matmul per layer, no autograd graph) and one Adam over both, in full
+float32 on CUDA as on the CPU.
 :class:`JointTraining` holds the decoder, the latents and the group and takes one optimisation
 step at a time; :func:`pretrain_decoder` runs all steps, and the LightningModule
 :class:`arc.pretrain.DecoderPretraining` drives the same steps with logging.
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 from arc.cloud import CloudBatch
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decoder import Decoder
+from arc.field.decoder_grad import JointGradient
 from arc.field.errors import FieldInputError
 from arc.field.fitting import adam, cuda_tf32
 from arc.field.group import FieldGroup
@@ -60,6 +63,7 @@ class JointTraining(nn.Module):
         self.group = FieldGroup(images, field, split, indices, pretrain.seed, pretrain.pixel_fraction, pixel_budget, device)
         self.decoder = new_decoder(field, self.group.channels, pretrain.seed, self.group.dims).to(self.group.device)
         self.latents = nn.Parameter(self.group.latents.detach().clone())
+        self.gradient = JointGradient(self.decoder, self.group)
 
     def optimiser(self) -> torch.optim.Adam:
         """One Adam over the decoder's weights and the latents (fused on the CPU and CUDA)."""
@@ -68,17 +72,17 @@ class JointTraining(nn.Module):
     def _full_float32(self) -> ContextManager:
         return cuda_tf32(False) if self.group.device.type == "cuda" else nullcontext()
 
-    def train_step(self, step: int, optimiser: torch.optim.Optimizer,
-                   backward: Callable[[Tensor], None] = Tensor.backward) -> Tensor:
-        """Optimisation step number ``step``: zero the gradients, ``backward`` the loss of each of the step's
-        passes, one ``optimiser`` step. Returns the step's loss (0-dim, float64, on the device)."""
+    def train_step(self, step: int, optimiser: torch.optim.Optimizer) -> Tensor:
+        """Optimisation step number ``step``: zero the gradients, accumulate those of each of the step's passes
+        (:class:`JointGradient`), one ``optimiser`` step. Returns the step's loss (0-dim, float64, on the device)."""
+        for param in self.parameters():
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
         with self._full_float32():
             optimiser.zero_grad(set_to_none=False)
             total = torch.zeros((), dtype=torch.float64, device=self.group.device)
             for piece in self.group.passes(step):
-                loss = self.group.loss(self.decoder, self.latents, piece)
-                backward(loss)
-                total += loss.detach()
+                total += self.gradient.accumulate(self.latents, self.latents.grad, piece)
             optimiser.step()
         return total
 

@@ -1,0 +1,68 @@
+"""The gradient of a group's loss w.r.t. the decoder's weights and the latents, written by hand.
+
+The kernels of fitting (:class:`arc.field.fitting.LatentGradient`) plus one more matmul per layer
+for the weight gradients, on blocks of pixels small enough to stay in cache; no autograd graph.
+With x = [lat; off] [M, F] the inputs of a block, per block
+
+    forward   h = relu(x W1^T + b1) [M, W],  y = h W2^T + b2 [M, C]
+    backward  dy = 2 weight (y - target) [M, C]
+              dW2 += dy^T h,  db2 += sum dy,  dh = (dy W2) * (h > 0) [M, W]
+              dW1 += dh^T x,  db1 += sum dh,  dlat = dh W1[:, :nz] scattered by ``index_add_``
+
+(``weight`` = 1 / (chunk pixels * C) per pixel, so the loss is the sum of per-image mean squared
+errors, :meth:`arc.field.group.FieldGroup.loss`). The gradients are those of autograd up to the
+rounding of sums taken in another order.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from arc.field.decoder import Decoder
+from arc.field.fitting import CPU_MICRO_BATCH, GPU_MICRO_BATCH
+from arc.field.group import FieldGroup, Pass
+
+
+class JointGradient:
+    """Accumulates d(loss of a pass) / d(decoder weights) into the decoder parameters' ``.grad`` and
+    d(loss) / d latents into a [K, z] gradient, in float32, blocks of ``micro_batch`` pixels (default: 2,048
+    on the CPU, the pixel budget up to 2^20 on CUDA).
+
+    The weights are read at every call (they change between optimiser steps); the ``.grad`` tensors of the
+    decoder's parameters must exist (zeros) before the first call.
+    """
+
+    def __init__(self, decoder: Decoder, group: FieldGroup, micro_batch: int | None = None) -> None:
+        self.decoder = decoder
+        self.group = group
+        self.nz = decoder.neighbours * decoder.latent_dim
+        if micro_batch is None:
+            micro_batch = CPU_MICRO_BATCH if group.device.type == "cpu" else min(group.pixel_budget, GPU_MICRO_BATCH)
+        self.micro_batch = max(1, int(micro_batch))
+
+    @torch.no_grad()
+    def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass) -> Tensor:
+        """Add the pass's gradients into the decoder's ``.grad`` and ``grad`` [K, z]; return the pass loss
+        (0-dim, float64)."""
+        g, hidden, out = self.group, self.decoder.hidden, self.decoder.out
+        w1, b1, w2, b2 = hidden.weight.detach(), hidden.bias.detach(), out.weight.detach(), out.bias.detach()
+        dw1, db1, dw2, db2 = hidden.weight.grad, hidden.bias.grad, out.weight.grad, out.bias.grad
+        w1_lat = w1[:, : self.nz]  # [W, nz] (a view; BLAS takes its stride)
+        total = torch.zeros((), dtype=torch.float64, device=g.device)
+        for a in range(piece.start, piece.stop, self.micro_batch):
+            sl = slice(a, min(a + self.micro_batch, piece.stop))
+            idx = g.nbr[sl].reshape(-1)
+            rows = sl.stop - sl.start
+            x = torch.cat([latents.detach().index_select(0, idx).reshape(rows, -1), g.off[sl]], dim=1)  # [M, F]
+            h = torch.addmm(b1, x, w1.t()).relu_()  # [M, W]
+            residual = torch.addmm(b2, h, w2.t()) - g.target[sl]  # [M, C]
+            weight = g.weight[sl]
+            total += (weight * residual.square()).sum().double()
+            dy = residual.mul_(2.0 * weight)
+            dw2.addmm_(dy.t(), h)
+            db2.add_(dy.sum(0))
+            dh = torch.ops.aten.threshold_backward(dy @ w2, h, 0.0)  # [M, W]
+            dw1.addmm_(dh.t(), x)
+            db1.add_(dh.sum(0))
+            grad.index_add_(0, idx, (dh @ w1_lat).reshape(idx.numel(), -1))
+        return total
