@@ -68,9 +68,11 @@ def atomic_write(path: Path, write: Callable[[str], None], overwrite: bool = Tru
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep stores and bundles from the rest of a team
     try:
         write(tmp)
+        # mkstemp's 0600 would keep stores and bundles from the rest of a team; set after the write, as
+        # safetensors' save_file replaces the file with a 0600 one of its own
+        os.chmod(tmp, 0o644)
         fd = os.open(tmp, os.O_RDWR)
         try:
             os.fsync(fd)

@@ -59,6 +59,7 @@ def test_store_resumes_without_refitting_finished_shards(tmp_path):
     assert fit_weight_store(store, "train", split, INR, FIT) == 3
     first = store.collect("train")
     assert store.counts == {"train": 6} and first["index"].tolist() == [0, 1, 2, 3, 5, 6]
+    assert store.shard_path("train", 0).stat().st_mode & 0o777 == 0o644  # readable by a team, as the cloud store's
     assert first["weights"].shape == (6, INR.param_count(1)) and first["label"].tolist() == [0, 1, 2, 0, 2, 0]
     assert store.manifest["skipped"] == {"train": [4]}
 
