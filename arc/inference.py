@@ -170,8 +170,8 @@ class Predictor:
         return self
 
     def cache_settings(self, resize: bool = False) -> dict[str, Any]:
-        """Everything a fitted cloud depends on besides the image (``pixel_budget`` only bounds memory)."""
-        fit = {k: v for k, v in asdict(self.fit).items() if k != "pixel_budget"}
+        """Everything a fitted cloud depends on besides the image (not ``pixel_budget`` nor ``engine``)."""
+        fit = self.fit.result_settings()
         return {"decoder": self.meta.hash, "field": asdict(self.field), "fit": fit,
                 "preprocess": self.settings.preprocess, "resize": resize}
 

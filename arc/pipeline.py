@@ -164,7 +164,7 @@ def open_store(
     if meta.dims != source.dims:
         raise DecoderFileError(f"decoder {decoder_path} decodes {meta.dims}-D samples; the source {source.spec} has "
                                f"{source.dims}-D ones: pretrain a decoder on this source")
-    fit_settings = {name: value for name, value in asdict(fit).items() if name != "pixel_budget"}  # memory, not maths
+    fit_settings = fit.result_settings()  # not pixel_budget (memory) nor engine (speed)
     key = store_key(source.identity, asdict(field), fit_settings, meta.hash, meta.dims)
     directory = Path(path) if path is not None else default_store_dir(store_root, source.spec, key)
     return CloudStore.create_or_open(directory, {

@@ -6,13 +6,15 @@ so a changed setting makes a new store and a new decoder checkpoint.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal, Optional, Union
 
 Colour = Literal["standardise", "unit"]
 OffsetMode = Literal["spacing", "per_image"]
 OffsetScale = Union[OffsetMode, float]
 Precision = Literal["32", "tf32", "bf16", "16"]
+Engine = Literal["dense", "factored"]
+ENGINES = ("dense", "factored")
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,11 @@ class FitConfig:
             tensor-core matmuls), "bf16" or "16" (matmuls in that dtype, float32 loss and Adam).
             The CPU always fits in full float32.
         seed: the seed of every per-image draw; the DataModule sets it to ``data.seed``.
+        engine: how the latent gradient is computed: "dense" (the decoder per pixel,
+            :class:`arc.field.fitting.LatentGradient`) or "factored" (the first layer per latent,
+            :class:`arc.field.factored.FactoredGradient`, about a quarter of the arithmetic). The results
+            are equal up to float rounding, so, like ``pixel_budget`` and the device, it is not part of
+            the store key (:meth:`result_settings`).
     """
 
     steps: int = 500
@@ -140,14 +147,22 @@ class FitConfig:
     pixel_budget: int = 4_000_000
     precision: Precision = "32"
     seed: int = 0
+    engine: Engine = "dense"
 
     def __post_init__(self) -> None:
         _check_common("fit", self.steps, self.lr, self.pixel_fraction)
+        if self.engine not in ENGINES:
+            raise ValueError(f"fit.engine must be one of {ENGINES}, got {self.engine!r}")
         if self.pixel_budget < 1:
             raise ValueError(f"fit.pixel_budget must be >= 1, got {self.pixel_budget}")
         object.__setattr__(self, "precision", str(self.precision))  # YAML reads 32 as an int
         if self.precision not in ("32", "tf32", "bf16", "16"):
             raise ValueError(f"fit.precision must be '32', 'tf32', 'bf16' or '16', got {self.precision!r}")
+
+    def result_settings(self) -> dict:
+        """The settings that make the fitted clouds what they are, for store keys and manifests: all but
+        ``pixel_budget`` (memory) and ``engine`` (speed), so the keys are those of before either existed."""
+        return {name: value for name, value in asdict(self).items() if name not in ("pixel_budget", "engine")}
 
 
 @dataclass(frozen=True)

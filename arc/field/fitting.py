@@ -2,7 +2,8 @@
 
 The hot loop, on one screen below: :func:`fit_group` runs Adam on a group's latents with the
 gradient of :class:`LatentGradient` (hand-written through the frozen decoder: no autograd, no
-weight gradients). Images are packed into groups whose per-step supervised pixel count fits the
+weight gradients), or with ``fit.engine = "factored"`` of
+:class:`~arc.field.factored.FactoredGradient` (the first layer per latent). Images are packed into groups whose per-step supervised pixel count fits the
 pixel budget; each group is a :class:`~arc.field.group.FieldGroup` fitted with one Adam over its
 flat latent tensor. Because the loss is the sum of per-image mean squared errors and Adam is
 element-wise, the result of an image does not depend on which images share its group.
@@ -26,9 +27,10 @@ import torch
 from torch import Tensor
 
 from arc.cloud import CloudBatch
-from arc.field.config import FieldConfig, FitConfig
+from arc.field.config import ENGINES, FieldConfig, FitConfig
 from arc.field.decoder import Decoder
 from arc.field.errors import FieldInputError
+from arc.field.factored import FactoredGradient
 from arc.field.group import FieldGroup, Pass, chunk_size
 
 Progress = Callable[[int, Tensor], None]
@@ -107,6 +109,21 @@ class LatentGradient:
             grad.index_add_(0, idx, dlat.reshape(-1, self.z).to(grad.dtype))
         return total
 
+    def step(self, latents: Tensor, grad: Tensor, passes: Sequence[Pass], loss: bool = False) -> Tensor | None:
+        """:meth:`accumulate` over the passes of one optimisation step; return their loss (float64) or None."""
+        totals = [self.accumulate(latents, grad, piece, loss) for piece in passes]
+        return sum(totals) if loss else None
+
+
+def latent_gradient(engine: str, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32):
+    """The step gradient of ``engine`` ("dense": :class:`LatentGradient`, "factored": :class:`FactoredGradient`)."""
+    if engine == "factored":
+        cpu = group.device.type == "cpu"
+        return FactoredGradient(decoder, group, dtype, CPU_MICRO_BATCH if cpu else min(group.pixel_budget, GPU_MICRO_BATCH))
+    if engine == "dense":
+        return LatentGradient(decoder, group, dtype)
+    raise ValueError(f"fit.engine must be one of {ENGINES}, got {engine!r}")
+
 
 def fit_group(
     group: FieldGroup, decoder: Decoder, fit: FitConfig, on_step: Optional[Callable[[int], None]] = None
@@ -116,7 +133,7 @@ def fit_group(
     ``on_step(len(group))`` is called after every step (progress in image-steps).
     """
     cuda = group.device.type == "cuda"
-    gradient = LatentGradient(decoder, group, MATMUL_DTYPES[fit.precision] if cuda else torch.float32)
+    gradient = latent_gradient(fit.engine, decoder, group, MATMUL_DTYPES[fit.precision] if cuda else torch.float32)
     latents = group.latents
     grad = torch.zeros_like(latents)
     latents.grad = grad
@@ -125,8 +142,7 @@ def fit_group(
         with torch.no_grad(), cuda_tf32(fit.precision == "tf32") if cuda else nullcontext():
             for step in range(fit.steps):
                 grad.zero_()
-                for piece in group.passes(step):
-                    gradient.accumulate(latents, grad, piece, loss=False)
+                gradient.step(latents, grad, group.passes(step))
                 optimiser.step()
                 if on_step is not None:
                     on_step(len(group))
