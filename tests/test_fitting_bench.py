@@ -62,3 +62,14 @@ def test_bench_fits_generated_one_and_three_dimensional_samples(shape, capsys):
     assert result["gflop_per_image"] == pytest.approx(per_sample, abs=1e-4)
     sample, _ = bench_fit.GeneratedSplit(tuple(sizes), 1)[0]
     assert tuple(sample.shape) == tuple(sizes) and 0.1 <= float(sample.min()) <= float(sample.max()) <= 0.9
+
+
+def test_bench_compares_engines_in_one_run(capsys):
+    result = bench_fit.main(["--source", "digits", "--option", "size=12", "--images", "3", "--steps", "3", "--pretrain", "2",
+                             "--pretrain-steps", "2", "--peak-size", "128", "--engine", "dense,factored", "--json"])
+    engines = result["engines"]
+    assert result["engine"] == "dense" and set(engines) == {"dense", "factored"} and result["engine_psnr_max_abs_diff"] < 1e-3
+    assert engines["factored"]["gflop_per_image"] < engines["dense"]["gflop_per_image"] == result["gflop_per_image"]
+    field, fit = FieldConfig(), FitConfig(steps=3)
+    assert bench_fit.factored_gflop_per_sample((12, 12), 7, field, 1, fit) == pytest.approx(
+        (3 * 4 * 7 * 4 * 32 * 136 + 3 * 36 * (2 * 8 * 136 + 2 * 4 * 136 + 4 * 136) + 144 * (2 * 136 * 136 + 2 * 136)) / 1e9)

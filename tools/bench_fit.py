@@ -8,6 +8,7 @@
         --images 64 --steps 500 --reference-loop --reference-images 64 --json   # per-sample INRs (arc.baselines)
     python tools/bench_fit.py --generated 2x4000 --images 64 --steps 500 --json     # 1-D signals [C, L], generated
     python tools/bench_fit.py --generated 1x32x32x32 --images 16 --steps 500 --json  # 3-D volumes [C, D, H, W]
+    python tools/bench_fit.py --source digits --option size=28 --engine dense,factored --repeats 3 --json  # engines
 
 Prints one JSON line. FLOPs are counted analytically for the decoder matmuls only.
 With F = n(z+D) inputs (D spatial dimensions: 2 for images), width W = F and C outputs, a supervised pixel costs
@@ -19,7 +20,16 @@ and each image adds one full decode of its P pixels (2*F*W + 2*W*C each) for its
 
     gflop_per_image = (S * (2FW + 4WC + 2Wnz) + P * (2FW + 2WC)) / 1e9
 
-with S the pixels supervised over all steps (about steps * pixel_fraction * P).
+with S the pixels supervised over all steps (about steps * pixel_fraction * P). The factored engine
+(``--engine factored``, :mod:`arc.field.factored`) projects each of the image's K latents by every
+neighbour slot's block and back once per step (4 K n z W) and per supervised pixel does the offsets'
+part, the output layer and the n-row gather-sum and scatter (counted as 2 n W additions):
+
+    gflop_per_image = (steps * 4Knzw + S * (2nDW + 2nW + 4WC) + P * (2FW + 2WC)) / 1e9
+
+``--engine dense,factored`` fits the same images with each engine in turn, ``--repeats R`` times
+alternating, and reports the best time of each under ``engines`` (its own FLOPs, rate and PSNR)
+and ``engine_psnr_max_abs_diff``; the top-level figures are the first engine's.
 ``--generated C x S`` fits smooth random samples of that shape made in code instead of a source's
 images (one D = len(S) in 1..3): per channel the mean of four plane waves sin(2 pi f.x + phase), |f| in
 [1/64, 1/8] cycles per sample point, mapped to [0.1, 0.9]; the decoder is pretrained on other such samples.
@@ -50,6 +60,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -90,6 +101,17 @@ def gflop_per_sample(shape, field: FieldConfig, channels: int, fit: FitConfig) -
     per_step_pixel = 2 * f * w + 4 * w * channels + 2 * w * n * z
     per_decode_pixel = 2 * f * w + 2 * w * channels
     return (supervised_pixels(pixels, fit) * per_step_pixel + pixels * per_decode_pixel) / 1e9
+
+
+def factored_gflop_per_sample(shape, latents: int, field: FieldConfig, channels: int, fit: FitConfig) -> float:
+    """:func:`gflop_per_sample` for the factored engine, for a sample of K = ``latents`` latents."""
+    n, z, d = field.neighbours, field.latent_dim, len(shape)
+    f = w = n * (z + d)
+    pixels = math.prod(shape)
+    per_step_pixel = 2 * n * d * w + 2 * n * w + 4 * w * channels
+    per_decode_pixel = 2 * f * w + 2 * w * channels
+    return (fit.steps * 4 * latents * n * z * w + supervised_pixels(pixels, fit) * per_step_pixel
+            + pixels * per_decode_pixel) / 1e9
 
 
 def inr_gflop_per_image(height: int, width: int, inr, channels: int, steps: int, pixel_fraction: float) -> float:
@@ -263,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pixel-budget", type=int, default=FitConfig.pixel_budget)
     parser.add_argument("--precision", default="32", choices=list(MATMUL_DTYPES))
+    parser.add_argument("--engine", default="dense", help="fit.engine, or several separated by commas to compare")
     parser.add_argument("--reference-loop", action="store_true")
     parser.add_argument("--reference-images", type=int, default=32)
     parser.add_argument("--latents-per-pixel", type=float, default=0.05)
@@ -302,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
     indices = list(range(count))
     channels = int(images[0].shape[0])
     field = FieldConfig(latents_per_pixel=args.latents_per_pixel)
-    fit = FitConfig(steps=args.steps, pixel_budget=args.pixel_budget, precision=args.precision)
+    engines = args.engine.split(",")
+    fit = FitConfig(steps=args.steps, pixel_budget=args.pixel_budget, precision=args.precision, engine=engines[0])
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     if args.inr:
         result = bench_inr(args, images, log)
@@ -333,18 +357,33 @@ def main(argv: list[str] | None = None) -> dict:
     dtype = MATMUL_DTYPES[args.precision] if device.type == "cuda" else torch.float32
     with cuda_tf32(args.precision == "tf32"):  # the peak in the precision the fit uses
         peak = matmul_peak(device, dtype, args.peak_size)
-    start = time.perf_counter()
-    psnr = fit_clouds(images, decoder, field, fit, "train", indices, device=device).psnr
-    _sync(device)
-    fit_s = time.perf_counter() - start
+    runs = {engine: (math.inf, None) for engine in engines}  # engine -> (best seconds, psnr)
+    for _ in range(max(1, args.repeats)):  # alternating, as the machine's load changes between runs
+        for engine in engines:
+            start = time.perf_counter()
+            fitted = fit_clouds(images, decoder, field, replace(fit, engine=engine), "train", indices, device=device)
+            _sync(device)
+            seconds = time.perf_counter() - start
+            runs[engine] = (min(seconds, runs[engine][0]), fitted.psnr)
+            log(f"{engine}: {count / seconds:.2f} images/s, {float(fitted.psnr.mean()):.2f} dB")
+    latents = fitted.clouds.counts().tolist()
+    shapes = [tuple(im.shape[1:]) for im in images]
+    figures = {}
+    for engine, (seconds, psnr) in runs.items():
+        flop = sum(gflop_per_sample(shape, field, channels, fit) if engine == "dense" else
+                   factored_gflop_per_sample(shape, k, field, channels, fit) for shape, k in zip(shapes, latents))
+        figures[engine] = {"fit_s": round(seconds, 3), "images_per_s": round(count / seconds, 3),
+                           "psnr_mean": round(float(psnr.mean()), 3), "gflop_per_image": round(flop / count, 4),
+                           "achieved_gflops": round(flop / seconds, 2), "peak_fraction": round(flop / seconds / peak, 4)}
+    fit_s, psnr = runs[engines[0]]
     prepare_s = time_preparation(images, indices, field, fit)
-    flop = sum(gflop_per_sample(tuple(im.shape[1:]), field, channels, fit) for im in images)
     result = {
         "source": args.source,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "load_average_start": load_start,
         "precision": args.precision,
+        "engine": engines[0],
         "images": count,
         "image_size": list(images[0].shape),
         "steps": args.steps,
@@ -353,12 +392,15 @@ def main(argv: list[str] | None = None) -> dict:
         "fit_s": round(fit_s, 3),
         "images_per_s": round(count / fit_s, 3),
         "prepare_images_per_s": round(count / prepare_s, 3),
-        "psnr_mean": round(float(psnr.mean()), 3),
-        "gflop_per_image": round(flop / count, 4),
-        "achieved_gflops": round(flop / fit_s, 2),
+        "psnr_mean": figures[engines[0]]["psnr_mean"],
+        "gflop_per_image": figures[engines[0]]["gflop_per_image"],
+        "achieved_gflops": figures[engines[0]]["achieved_gflops"],
         "matmul_peak_gflops": round(peak, 2),
-        "peak_fraction": round(flop / fit_s / peak, 4),
+        "peak_fraction": figures[engines[0]]["peak_fraction"],
     }
+    if len(engines) > 1:
+        result.update(repeats=max(1, args.repeats), engines=figures, engine_psnr_max_abs_diff=round(
+            max(float((runs[e][1] - psnr).abs().max()) for e in engines), 5))
     if args.reference_loop:
         ref_count = min(args.reference_images, count)
         ref_psnr, ref_s = run_reference(images[:ref_count], indices[:ref_count], decoder, field, fit, device)
