@@ -1,12 +1,18 @@
 """Decoder pretraining on hand-written kernels (issue 16) equals the autograd computation up to float rounding."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from arc.field import FieldConfig, JointTraining, PretrainConfig
+from arc.field import FieldConfig, JointTraining, PretrainConfig, decoder_hash, pretrain_decoder
 from arc.field.decoder_grad import JointGradient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from bench_pretrain import autograd_step  # noqa: E402  the reference: pretraining by autograd
 
 
 def smooth_samples(shapes: list[tuple[int, ...]], channels: int, seed: int) -> list[torch.Tensor]:
@@ -18,18 +24,6 @@ def smooth_samples(shapes: list[tuple[int, ...]], channels: int, seed: int) -> l
         small = torch.rand(1, channels, *[max(2, s // 3) for s in shape], generator=g)
         out.append(F.interpolate(small, size=shape, mode=modes[len(shape)], align_corners=False)[0])
     return out
-
-
-def autograd_step(training: JointTraining, step: int, optimiser: torch.optim.Optimizer) -> torch.Tensor:
-    """The reference: the step's loss by autograd through the decoder and the latents, one Adam step."""
-    optimiser.zero_grad(set_to_none=False)
-    total = torch.zeros((), dtype=torch.float64)
-    for piece in training.group.passes(step):
-        loss = training.group.loss(training.decoder, training.latents, piece)
-        loss.backward()
-        total += loss.detach()
-    optimiser.step()
-    return total
 
 
 SHAPES = {1: [(90,), (70,)], 2: [(10, 12), (9, 8)], 3: [(6, 5, 7), (5, 5, 5)]}
@@ -53,3 +47,18 @@ def test_hand_written_steps_equal_autograd(dims, scale):
         torch.testing.assert_close(ours.state_dict()[name], value, rtol=1e-5, atol=5e-7, msg=name)  # moves are ~4e-2
     moved = (ours.latents.detach() - ours.group.latents.detach()).abs().max()
     assert float(moved) > 1e-3  # the steps did train the latents (and with them the decoder)
+
+
+def test_decoder_bits_do_not_depend_on_the_thread_count():
+    images = smooth_samples([(12, 11), (10, 10)], 1, seed=5)
+    field = FieldConfig(latent_dim=6, neighbours=3, latents_per_pixel=0.2)
+    decoders = []
+    for threads in (1, 3):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            decoders.append(pretrain_decoder(images, field, PretrainConfig(images=2, steps=4), "train", [0, 1],
+                                             pixel_budget=30)[0])
+        finally:
+            torch.set_num_threads(before)
+    assert decoder_hash(decoders[0]) == decoder_hash(decoders[1])

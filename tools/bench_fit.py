@@ -9,6 +9,8 @@
     python tools/bench_fit.py --generated 2x4000 --images 64 --steps 500 --json     # 1-D signals [C, L], generated
     python tools/bench_fit.py --generated 1x32x32x32 --images 16 --steps 500 --json  # 3-D volumes [C, D, H, W]
     python tools/bench_fit.py --source digits --option size=28 --engine dense,factored --repeats 3 --json  # engines
+    python tools/bench_fit.py --stage pretrain --source shapes --option size=256 --option channels=3 --images 3 \
+        --pretrain-steps 100 --reference-loop --repeats 3 --json   # decoder pretraining, see tools/bench_pretrain.py
 
 Prints one JSON line. FLOPs are counted analytically for the decoder matmuls only.
 With F = n(z+D) inputs (D spatial dimensions: 2 for images), width W = F and C outputs, a supervised pixel costs
@@ -79,6 +81,7 @@ from arc.field import (
 )
 from arc.field.fitting import MATMUL_DTYPES, cuda_tf32
 from arc.field.group import chunk_size
+from bench_pretrain import bench_pretrain
 
 def supervised_pixels(pixels: int, fit: FitConfig) -> int:
     """Pixels supervised over ``fit.steps`` steps of the chunked schedule for an image of P pixels."""
@@ -168,7 +171,7 @@ def bench_inr(args, images: list, log) -> dict:
     flop = count * inr_gflop_per_image(height, width, inr, channels, fit.steps, fit.pixel_fraction)
     result = {
         "source": args.source, "device": str(device), "threads": torch.get_num_threads(), "load_average_start": load_start,
-        "inr": args.inr, "widths": [inr.input_dim, *inr.hidden, channels], "params_per_image": inr.param_count(channels),
+        "inr": args.inr, "widths": [inr.input_dim(), *inr.hidden, channels], "params_per_image": inr.param_count(channels),
         "init": fit.init, "lr": fit.lr, "pixel_fraction": fit.pixel_fraction, "pixel_budget": fit.pixel_budget,
         "images": count, "image_size": list(images[0].shape), "steps": fit.steps, "repeats": max(1, args.repeats),
         "fit_s": round(fit_s, 3), "images_per_s": round(count / fit_s, 3), "psnr_mean": round(float(psnr.mean()), 3),
@@ -281,6 +284,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pretrain", type=int, default=100,
                         help="pretrain the decoder on this many other train images (after the fitted ones)")
     parser.add_argument("--pretrain-steps", type=int, default=500)
+    parser.add_argument("--pretrain-pixel-fraction", type=float, default=PretrainConfig.pixel_fraction)
+    parser.add_argument("--stage", default="fit", choices=["fit", "pretrain"],
+                        help="pretrain: time decoder pretraining on the --images images instead (tools/bench_pretrain.py)")
     parser.add_argument("--decoder", help="a decoder checkpoint to use instead of pretraining")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pixel-budget", type=int, default=FitConfig.pixel_budget)
@@ -299,7 +305,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--layers", type=int, default=2, help="--inr: hidden layers")
     parser.add_argument("--lr", type=float, default=1e-3, help="--inr: Adam learning rate")
     parser.add_argument("--pixel-fraction", type=float, default=1.0, help="--inr: pixels supervised per step")
-    parser.add_argument("--repeats", type=int, default=1, help="--inr: alternate engine and loop this often, keep the best")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="--inr, --stage pretrain: alternate engine and loop this often, keep the best")
     parser.add_argument("--init", default="random", choices=["shared", "random", "transfer"], help="--inr: initialisation")
     args = parser.parse_args(argv)
     if args.make_strokes:
@@ -330,6 +337,12 @@ def main(argv: list[str] | None = None) -> dict:
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     if args.inr:
         result = bench_inr(args, images, log)
+        print(json.dumps(result))
+        return result
+    if args.stage == "pretrain":
+        with cuda_tf32(False):  # pretraining runs in full float32
+            peak = matmul_peak(device, torch.float32, args.peak_size)
+        result = bench_pretrain(args, images, field, peak, supervised_pixels, _sync, log)
         print(json.dumps(result))
         return result
     if args.prepare_only:

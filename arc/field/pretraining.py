@@ -23,7 +23,7 @@ from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decoder import Decoder
 from arc.field.decoder_grad import JointGradient
 from arc.field.errors import FieldInputError
-from arc.field.fitting import adam, cuda_tf32
+from arc.field.fitting import adam, cuda_tf32, intra_op_threads
 from arc.field.group import FieldGroup
 from arc.files import atomic_write
 from arc.seeding import item_seed
@@ -72,13 +72,18 @@ class JointTraining(nn.Module):
     def _full_float32(self) -> ContextManager:
         return cuda_tf32(False) if self.group.device.type == "cuda" else nullcontext()
 
+    def _step_threads(self) -> ContextManager:
+        """On the CPU, the whole step with single-threaded kernels (the gradient runs its lanes on threads of
+        its own; toggling the intra-op thread count inside a step wakes the thread pool at every step)."""
+        return intra_op_threads(1) if self.group.device.type == "cpu" else nullcontext()
+
     def train_step(self, step: int, optimiser: torch.optim.Optimizer) -> Tensor:
         """Optimisation step number ``step``: zero the gradients, accumulate those of each of the step's passes
         (:class:`JointGradient`), one ``optimiser`` step. Returns the step's loss (0-dim, float64, on the device)."""
         for param in self.parameters():
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
-        with self._full_float32():
+        with self._full_float32(), self._step_threads():
             optimiser.zero_grad(set_to_none=False)
             total = torch.zeros((), dtype=torch.float64, device=self.group.device)
             for piece in self.group.passes(step):
