@@ -12,7 +12,7 @@ from arc.field import FieldConfig, JointTraining, PretrainConfig, decoder_hash, 
 from arc.field.decoder_grad import JointGradient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from bench_pretrain import autograd_step  # noqa: E402  the reference: pretraining by autograd
+from bench_pretrain import autograd_step, pretrain_gflop_per_sample  # noqa: E402  the reference: autograd
 
 
 def smooth_samples(shapes: list[tuple[int, ...]], channels: int, seed: int) -> list[torch.Tensor]:
@@ -62,3 +62,18 @@ def test_decoder_bits_do_not_depend_on_the_thread_count():
         finally:
             torch.set_num_threads(before)
     assert decoder_hash(decoders[0]) == decoder_hash(decoders[1])
+
+
+def test_bench_times_pretraining_against_autograd(capsys):
+    import bench_fit
+
+    result = bench_fit.main(["--stage", "pretrain", "--generated", "1x12x12", "--images", "2", "--pretrain", "0",
+                             "--pretrain-steps", "3", "--peak-size", "128", "--reference-loop", "--json"])
+    assert result["stage"] == "pretrain" and result["steps"] == 3 and result["speedup"] > 0
+    for key in ("images_per_s", "steps_per_s", "achieved_gflops", "peak_fraction", "reference_steps_per_s"):
+        assert result[key] > 0
+    assert result["decoder_max_abs_diff"] < 1e-4 and abs(result["psnr_diff"]) < 1e-3
+    field = FieldConfig(latent_dim=32, neighbours=4)
+    per_pixel = 4 * 136 * 136 + 6 * 136 + 2 * 136 * 128  # forward, input and weight gradients (C = 1)
+    gflop = pretrain_gflop_per_sample((28, 28), field, 1, PretrainConfig(steps=4), bench_fit.supervised_pixels)
+    assert gflop == pytest.approx((784 * per_pixel + 784 * (2 * 136 * 136 + 2 * 136)) / 1e9)

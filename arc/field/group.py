@@ -72,8 +72,9 @@ class FieldGroup:
     pixels * C), ``image`` [T] image number, ``pixel`` [T] row-major pixel index within its image.
     T = total pixels.
 
-    Fitting with a frozen decoder: :func:`arc.field.fitting.fit_group`; training the decoder jointly
-    (autograd through :meth:`loss`): :class:`arc.field.pretraining.JointTraining`.
+    Fitting with a frozen decoder: :func:`arc.field.fitting.fit_group`; training the decoder jointly:
+    :class:`arc.field.pretraining.JointTraining` (both on hand-written gradients; :meth:`loss` is their
+    autograd reference).
     """
 
     def __init__(
