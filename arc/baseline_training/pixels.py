@@ -1,12 +1,15 @@
-"""The image-space reference: a small ResNet on ARC's own image splits (issue 11's pixel CNN).
+"""The sample-space reference: a small ResNet on ARC's own splits (issue 11's pixel CNN), in D = 1, 2, 3.
 
-:class:`PixelDataModule` serves ARC's train / val / test images (:class:`SourceDataModule`: the same
-source, splits and seed) as [C, H, W] tensors in [-1, 1] (image · 2 − 1, the INRs' target range); an
-unreadable image (:class:`arc.data.images.ImageReadError`) is dropped from its batch and counted. The
-images of a batch must share one size (pass ``data.canvas`` for a source of mixed sizes).
-:func:`pixel_resnet` is the network (plain ``nn.Module``): a 3×3 stem, one stage of torchvision
-``BasicBlock`` s per width (stride 2 from the second), global average pooling, a linear head.
-:class:`PixelCNNClassifier` is the recipe: cross-entropy, AdamW, the log keys of the weight classifiers.
+:class:`PixelDataModule` serves ARC's train / val / test samples (:class:`SourceDataModule`: the same
+source, splits and seed) as [C, *S] tensors in [-1, 1] (sample · 2 − 1, the INRs' target range): images
+[C, H, W], 1-D signals [C, L], 3-D volumes [C, D, H, W]; an unreadable sample
+(:class:`arc.data.images.ImageReadError`) is dropped from its batch and counted. The samples of a batch
+must share one shape (images: pass ``data.canvas``; signals and volumes: the source option ``length`` /
+``shape``). :func:`pixel_resnet` is the network (plain ``nn.Module``): a 3-wide stem, one stage of
+residual blocks per width (stride 2 from the second), global average pooling, a linear head; in 2-D the
+blocks are torchvision's ``BasicBlock`` (so 2-D results stay), in 1-D and 3-D :class:`ResidualBlock`,
+the same block with ``Conv1d`` / ``Conv3d``. :class:`PixelCNNClassifier` is the recipe: cross-entropy,
+AdamW, the log keys of the weight classifiers; its D is the data's unless given.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class SplitImages(Dataset):
-    """(image [C, H, W] in [-1, 1], label) of one split; None for an unreadable image (counted in ``skipped``)."""
+    """(sample [C, *S] in [-1, 1], label) of one split; None for an unreadable sample (counted in ``skipped``)."""
 
     def __init__(self, split: Sequence) -> None:
         self.split, self.skipped = split, set()
@@ -47,20 +50,23 @@ class SplitImages(Dataset):
 
 
 def collate_images(items: list[Optional[tuple[Tensor, int]]]) -> tuple[Tensor, Tensor]:
-    """Stack the readable items of a batch: images [B, C, H, W], labels [B]."""
+    """Stack the readable items of a batch: samples [B, C, *S], labels [B]."""
     kept = [item for item in items if item is not None]
     sizes = {tuple(image.shape) for image, _ in kept}
     if len(sizes) > 1:
-        raise ValueError(f"images of one batch differ in size ({sorted(sizes)[:3]}...): set data.canvas "
-                         "({size: S}) to serve them on one canvas")
+        if {len(size) for size in sizes} == {3}:
+            raise ValueError(f"images of one batch differ in size ({sorted(sizes)[:3]}...): set data.canvas "
+                             "({size: S}) to serve them on one canvas")
+        raise ValueError(f"samples of one batch differ in shape ({sorted(sizes)[:3]}...): set the source option length "
+                         "(1-D) or shape (3-D), e.g. --data.source_options \"{length: 128}\", to serve them at one shape")
     if not kept:
         return torch.empty(0), torch.empty(0, dtype=torch.long)
     return torch.stack([image for image, _ in kept]), torch.tensor([label for _, label in kept])
 
 
 class PixelDataModule(BaselineDataModule):
-    """ARC's image splits as image batches (the arguments of :class:`~arc.baseline_training.weights_data.BaselineDataModule`).
-    ``latent_dim`` is the image channel count (the width of one input element, linked into the model)."""
+    """ARC's splits as sample batches (the arguments of :class:`~arc.baseline_training.weights_data.BaselineDataModule`).
+    ``latent_dim`` is the channel count (the width of one input element, linked into the model); ``dims`` D."""
 
     collate_fn = staticmethod(collate_images)
 
@@ -68,12 +74,17 @@ class PixelDataModule(BaselineDataModule):
     def latent_dim(self) -> int:
         return self.source.channels
 
+    @property
+    def dims(self) -> int:
+        """D, the samples' spatial axes (1 signals, 2 images, 3 volumes)."""
+        return self.source.dims
+
     def dataset(self, split: str) -> Dataset:
         return SplitImages(self.source.split(split))
 
     def representation_metrics(self) -> dict[str, float]:
-        """``repr/params_per_sample``: the values of one image, pixels × channels (of the first readable train
-        image: a batch's images share one size), written into a run's metrics.json by the CLI."""
+        """``repr/params_per_sample``: the values of one sample, points × channels (of the first readable train
+        sample: a batch's samples share one shape), written into a run's metrics.json by the CLI."""
         train = self.source.split("train")
         for i in range(len(train)):
             try:
@@ -84,46 +95,92 @@ class PixelDataModule(BaselineDataModule):
         raise ValueError(f"{self.source_spec}: no readable train image")
 
 
-def pixel_resnet(channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128), blocks: int = 1) -> nn.Sequential:
-    """[N, channels, H, W] -> logits [N, classes]: 3×3 stem, ``blocks`` BasicBlocks per width (stride 2 from the
-    second stage), global average pooling, linear head."""
-    if channels < 1 or num_classes < 2 or not widths or min(widths) < 1 or blocks < 1:
-        raise ValueError(f"pixel_resnet needs channels >= 1, num_classes >= 2, positive widths and blocks >= 1; got "
-                         f"{channels}, {num_classes}, {list(widths)}, {blocks}")
-    layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
-                               nn.ReLU(inplace=True)]
+CONV = {1: (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d), 2: (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d),
+        3: (nn.Conv3d, nn.BatchNorm3d, nn.AdaptiveAvgPool3d)}  # D -> (convolution, batch norm, pooling)
+
+
+class ResidualBlock(nn.Module):
+    """torchvision's ``BasicBlock`` in D dimensions: relu(bn(conv3(relu(bn(conv3(x))))) + shortcut(x)), the first
+    convolution of stride ``stride``, the shortcut a strided 1-wide convolution + batch norm when the shape changes.
+    [N, inp, *S] -> [N, out, *ceil(S / stride)]."""
+
+    def __init__(self, inp: int, out: int, stride: int, dims: int) -> None:
+        super().__init__()
+        conv, norm, _ = CONV[dims]
+        self.conv1, self.bn1 = conv(inp, out, 3, stride=stride, padding=1, bias=False), norm(out)
+        self.conv2, self.bn2 = conv(out, out, 3, padding=1, bias=False), norm(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = (nn.Sequential(conv(inp, out, 1, stride=stride, bias=False), norm(out))
+                         if stride != 1 or inp != out else nn.Identity())
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+
+def pixel_resnet(channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128), blocks: int = 1,
+                 dims: int = 2) -> nn.Sequential:
+    """[N, channels, *S] (D = ``dims`` axes) -> logits [N, classes]: 3-wide stem, ``blocks`` residual blocks per
+    width (stride 2 from the second stage; torchvision BasicBlocks in 2-D), global average pooling, linear head."""
+    if channels < 1 or num_classes < 2 or not widths or min(widths) < 1 or blocks < 1 or dims not in CONV:
+        raise ValueError(f"pixel_resnet needs channels >= 1, num_classes >= 2, positive widths, blocks >= 1 and dims in "
+                         f"1, 2, 3; got {channels}, {num_classes}, {list(widths)}, {blocks}, {dims}")
+    conv, norm, pool = CONV[dims]
+    layers: list[nn.Module] = [conv(channels, widths[0], 3, padding=1, bias=False), norm(widths[0]), nn.ReLU(inplace=True)]
     width = widths[0]
     for stage, out in enumerate(widths):
         for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
-            downsample = None
-            if stride != 1 or width != out:
-                downsample = nn.Sequential(nn.Conv2d(width, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
-            layers.append(BasicBlock(width, out, stride=stride, downsample=downsample))
+            if dims != 2:
+                layers.append(ResidualBlock(width, out, stride, dims))
+            else:
+                downsample = None
+                if stride != 1 or width != out:
+                    downsample = nn.Sequential(nn.Conv2d(width, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+                layers.append(BasicBlock(width, out, stride=stride, downsample=downsample))
             width = out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)]
+    layers += [pool(1), nn.Flatten(), nn.Linear(width, num_classes)]
     return nn.Sequential(*layers)
 
 
 class PixelCNNClassifier(WeightClassifier):
-    """Train :func:`pixel_resnet` on image batches.
+    """Train :func:`pixel_resnet` on sample batches.
 
-    num_classes, latent_dim (the image channels), class_names: linked from the DataModule by the CLI.
-    widths, blocks: the network. lr, weight_decay: AdamW; cosine decay over ``trainer.max_epochs``.
-    seed: initialisation seed (default: the training seed).
+    num_classes, latent_dim (the channels), class_names: linked from the DataModule by the CLI.
+    widths, blocks: the network. dims: the samples' D (1, 2, 3); None: the DataModule's ``dims``, read when the
+    trainer configures the model (then recorded, so a checkpoint rebuilds it). lr, weight_decay: AdamW; cosine
+    decay over ``trainer.max_epochs``. seed: initialisation seed (default: the training seed).
     """
 
     def __init__(self, num_classes: int, latent_dim: int, widths: Sequence[int] = (32, 64, 128), blocks: int = 1,
                  lr: float = 2e-3, weight_decay: float = 5e-2, class_names: Optional[list[str]] = None,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, dims: Optional[int] = None) -> None:
         super().__init__(num_classes)
         self.save_hyperparameters()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(run_seed(seed), "init"))
-            self.net = pixel_resnet(latent_dim, num_classes, tuple(widths), blocks)
+        self.net: Optional[nn.Sequential] = None
+        if dims is not None:
+            self._build(dims)
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.net(images)
+    def _build(self, dims: int) -> None:
+        """The network for samples of ``dims`` axes, drawn from the initialisation seed."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(run_seed(self.hparams.seed), "init"))
+            self.net = pixel_resnet(self.hparams.latent_dim, self.hparams.num_classes, tuple(self.hparams.widths),
+                                    self.hparams.blocks, dims)
+        self.hparams.dims = dims
+
+    def configure_model(self) -> None:
+        """Build the network for the DataModule's D (``dims`` None), before the optimiser and any checkpoint."""
+        if self.net is None:
+            data = self.trainer.datamodule if self._trainer is not None else None
+            if data is None or not hasattr(data, "dims"):
+                raise ValueError("PixelCNNClassifier: set model.dims (1, 2 or 3), or train it with a PixelDataModule")
+            self._build(int(data.dims))
+
+    def forward(self, samples: Tensor) -> Tensor:
+        if self.net is None:
+            raise RuntimeError("the network is not built yet: give dims, or let the trainer configure the model")
+        return self.net(samples)
 
     def configure_optimizers(self) -> dict:
         return self.adamw_cosine()

@@ -72,7 +72,8 @@ class WeightTransformerClassifier(WeightClassifier):
     """Train :class:`NeuronTransformer` on (weight vector, label) batches.
 
     num_classes, latent_dim (P), class_names: linked from the DataModule by the CLI.
-    widths: the INR's widths [inputs, *hidden, outputs] (e.g. [2, 32, 32, 1]; must give P = latent_dim).
+    widths: the INR's widths [inputs, *hidden, outputs] (e.g. [2, 32, 32, 1] for images, [1, 32, 32, 1] for 1-D
+    signals, [3, 32, 32, 1] for volumes; must give P = latent_dim).
     dim, depth, heads, dropout: the transformer. lr, weight_decay: AdamW, cosine decay over
     ``trainer.max_epochs``. seed: initialisation seed (default: the training seed).
     """
@@ -98,7 +99,8 @@ class WeightTransformerClassifier(WeightClassifier):
             self.net = NeuronTransformer(widths, num_classes, dim, depth, heads, dropout)
         if self.net.param_count != latent_dim:
             raise ValueError(f"model.widths {list(widths)} give weight vectors of {self.net.param_count} values, the data's "
-                             f"have {latent_dim}: set model.widths to the INR's [inputs, *data.inr.hidden, channels]")
+                             f"have {latent_dim}: set model.widths to the INR's [inputs, *data.inr.hidden, channels] "
+                             "(inputs: the samples' D, 1 signals / 2 images / 3 volumes, or 2 x fourier_features)")
 
     def forward(self, weights: Tensor) -> Tensor:
         return self.net(weights)

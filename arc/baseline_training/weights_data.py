@@ -1,5 +1,8 @@
 """Fitted INR weights as a classification dataset: ARC's image splits -> weight store -> standardised vectors.
 
+The samples may be images, 1-D signals or 3-D volumes (the source's ``dims``): the INRs then take D
+coordinates and P = :meth:`~arc.baselines.inr.INRConfig.param_count` (C, D).
+
 :class:`WeightDataModule` opens the image source through :class:`arc.data.module.SourceDataModule`, the
 base of ARC's own data modules (``source``, ``root``, ``source_options``, ``canvas``, ``val_fraction``,
 ``seed``), so its train / val / test are ARC's; it fits (or reuses) the weight store of :mod:`arc.baselines.weight_store`
@@ -152,13 +155,13 @@ class WeightDataModule(BaselineDataModule):
     @property
     def latent_dim(self) -> int:
         """P, the length of one flat weight vector (the classifier's input width)."""
-        return self.inr.param_count(self.source.channels)
+        return self.inr.param_count(self.source.channels, self.source.dims)
 
     @property
     def weight_store_dir(self) -> Path:
         if self.store_path:
             return Path(self.store_path)
-        key = weight_store_key(self.source.identity, self.inr, self.fit, self.shard_size)
+        key = weight_store_key(self.source.identity, self.inr, self.fit, self.shard_size, self.source.dims)
         return default_weight_store_dir(self.root, self.source_spec, key)
 
     def _device(self) -> torch.device:
@@ -176,7 +179,7 @@ class WeightDataModule(BaselineDataModule):
                 if not (path / "manifest.json").exists():
                     ensure_writable(path.parent, "data.root", "set --data.root or ARC_DATA to a writable folder")
                 self.weight_store = WeightStore.create_or_open(path, self.source.identity, self.inr, self.fit,
-                                                               self.source.channels, self.shard_size)
+                                                               self.source.channels, self.shard_size, self.source.dims)
             store = self.weight_store
             for split in dict.fromkeys(["train", *wanted]):  # verifies every shard; fits the missing or damaged ones
                 if split not in store.counts:
@@ -185,7 +188,7 @@ class WeightDataModule(BaselineDataModule):
             if self.weight_stats is None:
                 train = store.collect("train")["weights"]
                 self.weight_stats = (weight_statistics(train) if self.standardise == "dimension"
-                                     else tensor_statistics(train, self.inr.shapes(self.source.channels)))
+                                     else tensor_statistics(train, self.inr.shapes(self.source.channels, self.source.dims)))
             for split in wanted:
                 stored = store.collect(split)
                 self._served[split] = (standardise(stored["weights"], *self.weight_stats), stored["label"])

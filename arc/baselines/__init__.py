@@ -9,7 +9,7 @@
 The classifiers that read them (Lightning) are :mod:`arc.baseline_training`.
 """
 from arc.baselines.fitting import INITS, INRFitConfig, INRFitResult, fit_inrs, fit_stack
-from arc.baselines.inr import KINDS, Grid, INRConfig, INRError, WeightStack, encode, init_stack, pixel_coordinates
+from arc.baselines.inr import KINDS, Grid, INRConfig, INRError, WeightStack, encode, init_stack, pixel_coordinates, sample_coordinates
 
 __all__ = [
     "INITS",
@@ -25,4 +25,5 @@ __all__ = [
     "fit_stack",
     "init_stack",
     "pixel_coordinates",
+    "sample_coordinates",
 ]

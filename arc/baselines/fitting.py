@@ -1,5 +1,9 @@
 """Batched per-sample INR fitting: many images at once, each its own INR and its own Adam.
 
+A sample is an image [C, H, W], or in general [C, *S] with D = len(S) in {1, 2, 3} axes (signals
+[C, L], volumes [C, D, H, W]); "pixel" below reads "sample point", and the INR's input width is D
+(:meth:`~arc.baselines.inr.INRConfig.shapes`). All samples of a call share one shape.
+
 The hot step, :func:`fit_stack`: gather the step's pixels, :func:`~arc.baselines.inr.forward_backward`
 (hand-written gradient, batched matmuls), one fused Adam step over the group's weight tensors. The
 loss is the sum of per-image mean squared errors and Adam is element-wise, so an image's result does
@@ -34,7 +38,7 @@ import torch
 from torch import Tensor
 
 from arc.baselines.inr import (
-    Grid, INRConfig, INRError, WeightStack, encode, forward, forward_backward, init_stack, pixel_coordinates,
+    Grid, INRConfig, INRError, WeightStack, encode, forward, forward_backward, init_stack, sample_coordinates,
 )
 from arc.field.fitting import adam, intra_op_threads
 from arc.field.group import MIN_MSE, chunk_size
@@ -83,43 +87,42 @@ class INRFitResult:
 
 
 def psnr_of(config: INRConfig, stack: WeightStack, images: Tensor) -> Tensor:
-    """[B] PSNR of the INRs decoded at every pixel against ``images`` [B, C, H, W] in [0, 1]."""
-    b, channels, height, width = images.shape
-    out, _ = forward(config, stack, step_inputs(config, height, width, images.device))
+    """[B] PSNR of the INRs decoded at every point against ``images`` [B, C, *S] in [0, 1]."""
+    out, _ = forward(config, stack, step_inputs(config, *images.shape[2:], device=images.device))
     recon = config.from_fit_space(out).clamp_(0, 1)
     mse = (recon - pixel_rows(images)).square().mean(dim=(1, 2)).clamp_min(MIN_MSE)
     return -10 * torch.log10(mse)
 
 
 def pixel_rows(images: Tensor) -> Tensor:
-    """[B, H*W, C] row-major pixels of ``images`` [B, C, H, W]."""
+    """[B, ΠS, C] row-major points of ``images`` [B, C, *S]."""
     return images.flatten(2).transpose(1, 2).contiguous()
 
 
-def step_inputs(config: INRConfig, height: int, width: int, device: torch.device | str = "cpu") -> Tensor | Grid:
-    """The inputs of a full-image step: a :class:`Grid` for a SIREN (separable first layer), else the
-    encoded coordinates [H*W, in]."""
+def step_inputs(config: INRConfig, *shape: int, device: torch.device | str = "cpu") -> Tensor | Grid:
+    """The inputs of a full-sample step on a grid of ``shape`` S: a :class:`Grid` for a SIREN (separable
+    first layer), else the encoded coordinates [ΠS, in]."""
     if config.kind == "siren":
-        return Grid(height, width)
-    return encode(config, pixel_coordinates(height, width, device))
+        return Grid(*shape)
+    return encode(config, sample_coordinates(shape, device))
 
 
 def fit_stack(
     config: INRConfig, stack: WeightStack, images: Tensor, fit: INRFitConfig,
     order: Optional[Tensor] = None, on_step: Optional[Callable[[int], None]] = None,
 ) -> Tensor:
-    """Fit ``stack`` (B INRs, updated in place) to ``images`` [B, C, H, W] in [0, 1] for ``fit.steps``
-    Adam steps; ``order`` [B, H*W] is each image's pixel permutation (needed when ``fit.pixel_fraction``
+    """Fit ``stack`` (B INRs, updated in place) to ``images`` [B, C, *S] in [0, 1] for ``fit.steps``
+    Adam steps; ``order`` [B, ΠS] is each image's pixel permutation (needed when ``fit.pixel_fraction``
     < 1). Returns [B] PSNR. ``on_step(B)`` follows every step."""
-    height, width = images.shape[2:]
+    shape = images.shape[2:]
     target = config.to_fit_space(pixel_rows(images))  # [B, M, C]
-    pixels = height * width
+    pixels = math.prod(shape)
     m = chunk_size(pixels, fit.pixel_fraction)
-    inputs = step_inputs(config, height, width, images.device)
+    inputs = step_inputs(config, *shape, device=images.device)
     if m < pixels:
         if order is None:
             raise INRError("a pixel fraction below 1 needs each image's pixel order")
-        coords = encode(config, pixel_coordinates(height, width, images.device))
+        coords = encode(config, sample_coordinates(shape, images.device))
         inputs_p = coords[order]  # [B, M, in], each image's pixels in its own order
         target_p = target.gather(1, order.unsqueeze(2).expand_as(target))
     grad = stack.zeros_like()
@@ -143,16 +146,19 @@ def fit_stack(
 
 
 def as_batch(images: Tensor | Sequence[Tensor]) -> Tensor:
-    """[N, C, H, W] float32 from a tensor or a sequence of same-size [C, H, W] images."""
+    """[N, C, *S] float32 from a tensor or a sequence of same-shape [C, *S] samples (D = len(S) in 1, 2, 3)."""
     if isinstance(images, Tensor):
         batch = images
     else:
         sizes = {tuple(im.shape) for im in images}
         if len(sizes) > 1:
-            raise INRError(f"per-sample INRs need images of one size, got {sorted(sizes)}; resize them (e.g. size=28)")
+            hint = ("resize them (e.g. size=28)" if len({len(s) for s in sizes}) == 1 and len(next(iter(sizes))) == 3
+                    else "give the source option length (1-D) or shape (3-D) so every sample has one")
+            raise INRError(f"per-sample INRs need samples of one shape, got {sorted(sizes)[:3]}...; {hint}")
         batch = torch.stack(list(images)) if images else torch.empty(0)
-    if batch.ndim != 4 or batch.shape[0] == 0:
-        raise INRError(f"expected a non-empty [N, C, H, W] batch of images, got shape {tuple(batch.shape)}")
+    if batch.ndim not in (3, 4, 5) or batch.shape[0] == 0:
+        raise INRError(f"expected a non-empty batch of samples [N, C, L], [N, C, H, W] or [N, C, D, H, W], "
+                       f"got shape {tuple(batch.shape)}")
     return batch.float()
 
 
@@ -160,21 +166,22 @@ def fit_inrs(
     images: Tensor | Sequence[Tensor], config: INRConfig, fit: INRFitConfig, split: str, indices: Sequence[int],
     device: torch.device | str | None = None, on_step: Optional[Callable[[int], None]] = None,
 ) -> INRFitResult:
-    """Fit one INR per image (same-size [C, H, W] in [0, 1]); seeds from (fit.seed, split, indices[i])."""
+    """Fit one INR per sample (same-shape [C, *S] in [0, 1], D = len(S) in 1, 2, 3); seeds from
+    (fit.seed, split, indices[i]). The weights are [N, :meth:`INRConfig.param_count` (C, D)]."""
     batch = as_batch(images)
     if len(indices) != len(batch):
         raise INRError(f"{len(batch)} images but {len(indices)} source indices")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    n, channels, height, width = batch.shape
-    pixels = height * width
+    n, channels, *shape = batch.shape
+    dims, pixels = len(shape), math.prod(shape)
     generators = [item_generator(fit.seed, split, int(i)) for i in indices]
     if fit.init == "random":
-        start = init_stack(config, channels, generators)
+        start = init_stack(config, channels, generators, dims)
     else:
-        start = init_stack(config, channels, [derive_generator(fit.seed, "inr-init")])
+        start = init_stack(config, channels, [derive_generator(fit.seed, "inr-init")], dims)
     partial = chunk_size(pixels, fit.pixel_fraction) < pixels
     order = torch.stack([torch.randperm(pixels, generator=g) for g in generators]) if partial else None
-    weights = torch.empty(n, config.param_count(channels))
+    weights = torch.empty(n, config.param_count(channels, dims))
     psnr = torch.empty(n)
 
     def run(rows: list[int], begin: WeightStack) -> None:
@@ -193,7 +200,7 @@ def fit_inrs(
             if r == 0:
                 begin = start.select(torch.zeros(len(rows), dtype=torch.long))
             else:
-                begin = WeightStack.from_flat(weights[torch.tensor(rows) - 1], config.shapes(channels))
+                begin = WeightStack.from_flat(weights[torch.tensor(rows) - 1], config.shapes(channels, dims))
             run(rows, begin)
     else:
         rows = list(range(n))
@@ -207,7 +214,7 @@ def _fit_groups(
 ) -> Tensor:
     """Fit ``stack`` in groups of about ``fit.pixel_budget`` pixels per step, concurrently on the CPU;
     writes the fitted weights back into ``stack`` and returns [B] PSNR."""
-    b, pixels = images.shape[0], images.shape[2] * images.shape[3]
+    b, pixels = images.shape[0], math.prod(images.shape[2:])
     per_group = max(1, fit.pixel_budget // chunk_size(pixels, fit.pixel_fraction))
     workers = torch.get_num_threads() if images.device.type == "cpu" else 1
     if workers > 1:

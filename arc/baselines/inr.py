@@ -1,8 +1,10 @@
 """Per-sample INRs as stacks of weights: B small MLPs evaluated and differentiated with batched matmuls.
 
-An INR maps a pixel's coordinates x in [-1, 1]² (x = column, y = row, :func:`pixel_coordinates`)
-to its C channel values, fitted in [-1, 1] (image * 2 - 1, as SIREN fits images;
-:meth:`INRConfig.to_fit_space`). Three kinds, each an MLP with widths ``[2, *hidden, C]``:
+An INR maps a sample point's coordinates x in [-1, 1]^D to its C channel values, fitted in [-1, 1]
+(sample * 2 - 1, as SIREN fits images; :meth:`INRConfig.to_fit_space`). A sample is [C, *S] with
+D = len(S) in {1, 2, 3} (a signal [C, L], an image [C, H, W], a volume [C, D, H, W]); its coordinates
+name the axes from the last (:func:`sample_coordinates`): 1-D (t,), 2-D (x = column, y = row), 3-D
+(x = column, y = row, z = slice). Three kinds, each an MLP with widths ``[D, *hidden, C]``:
 
 - ``siren`` (Sitzmann et al. 2020): h = sin(ω₀ (W h + b)) in every hidden layer, a linear output.
   Init (the authors' code): first layer W ~ U(-1/n, 1/n), later layers W ~ U(-√(6/n)/ω₀, √(6/n)/ω₀),
@@ -12,13 +14,14 @@ to its C channel values, fitted in [-1, 1] (image * 2 - 1, as SIREN fits images;
   sine-layer biases 0, the output layer ``nn.Linear``'s default, and the image fitted in [0, 1] as the
   output + 0.5 (:meth:`INRConfig.to_fit_space`).
 - ``relu``: h = relu(W h + b), ``nn.Linear``'s default init (W, b ~ U(-1/√n, 1/√n)).
-- ``fourier`` (Tancik et al. 2020): the ReLU MLP on γ(x) = [cos 2πBx, sin 2πBx], B [F, 2] ~ N(0, σ²)
+- ``fourier`` (Tancik et al. 2020): the ReLU MLP on γ(x) = [cos 2πBx, sin 2πBx], B [F, D] ~ N(0, σ²)
   drawn once from ``feature_seed`` (a fixed encoding, shared by every sample, not a weight).
 
 Weights of sample i are one flat vector [P] (per layer W row-major [out, in], then b [out]);
 in memory a batch keeps one tensor per layer, [B, out, in] and [B, out], so the matmuls are
-batched (``bmm``); on a full pixel grid a SIREN's first layer is separable (:class:`Grid`). :func:`forward_backward` is the hand-written gradient of the loss
-Σ_i mean_(pixels, channels) (y_i - t_i)², exact per sample (sample i's gradient depends only on
+batched (``bmm``); on a full grid a SIREN's first layer is separable along every axis (:class:`Grid`).
+:func:`forward_backward` is the hand-written gradient of the loss
+Σ_i mean_(points, channels) (y_i - t_i)², exact per sample (sample i's gradient depends only on
 its own weights and pixels); :mod:`arc.baselines.reference` checks it against autograd.
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ from torch import Tensor
 from arc.seeding import derive_generator
 
 KINDS = ("siren", "relu", "fourier")
+DIMS = (1, 2, 3)  # spatial axes of a sample
 
 
 class INRError(ValueError):
@@ -80,39 +84,56 @@ class INRConfig:
         """Pixel values of INR outputs (the inverse of :meth:`to_fit_space`), not clamped."""
         return out + 0.5 if self.dwsnets else (out + 1) * 0.5
 
-    @property
-    def input_dim(self) -> int:
-        """Width of the first layer's input: 2 coordinates, or 2F Fourier features."""
-        return 2 * self.fourier_features if self.kind == "fourier" else 2
+    def input_dim(self, dims: int = 2) -> int:
+        """Width of the first layer's input for samples of ``dims`` axes: D coordinates, or 2F Fourier features."""
+        check_dims(dims)
+        return 2 * self.fourier_features if self.kind == "fourier" else int(dims)
 
-    def shapes(self, channels: int) -> list[tuple[int, int]]:
-        """(out, in) of every layer, e.g. [(32, 2), (32, 32), (1, 32)] for widths [2, 32, 32, 1]."""
-        widths = [self.input_dim, *self.hidden, int(channels)]
+    def shapes(self, channels: int, dims: int = 2) -> list[tuple[int, int]]:
+        """(out, in) of every layer, e.g. [(32, 2), (32, 32), (1, 32)] for widths [2, 32, 32, 1] (D = 2)."""
+        widths = [self.input_dim(dims), *self.hidden, int(channels)]
         return list(zip(widths[1:], widths[:-1]))
 
-    def param_count(self, channels: int) -> int:
-        """P, the length of one sample's flat weight vector."""
-        return sum(o * i + o for o, i in self.shapes(channels))
+    def param_count(self, channels: int, dims: int = 2) -> int:
+        """P, the length of one sample's flat weight vector (samples of ``channels`` channels and ``dims`` axes)."""
+        return sum(o * i + o for o, i in self.shapes(channels, dims))
 
     def scales(self) -> list[float]:
         """ω of each hidden layer's activation: ω₀ for siren (sine layers), 1 otherwise (relu layers)."""
         return [self.omega0 if self.kind == "siren" else 1.0] * len(self.hidden)
 
 
+def check_dims(dims: int) -> None:
+    """INRError unless ``dims`` (a sample's spatial axes) is 1, 2 or 3."""
+    if dims not in DIMS:
+        raise INRError(f"samples must have 1, 2 or 3 spatial axes ([C, L], [C, H, W], [C, D, H, W]); got {dims}")
+
+
+def axis_coordinates(size: int, device: torch.device | str = "cpu") -> Tensor:
+    """[size] float32 positions in [-1, 1] of the points of one axis (-1 + 2i/(size-1); 0 for one point)."""
+    return torch.linspace(-1.0, 1.0, size, device=device) if size > 1 else torch.zeros(1, device=device)
+
+
+def sample_coordinates(shape: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
+    """[ΠS, D] float32 coordinates in [-1, 1] of every point of a grid of ``shape`` S, row-major; column k
+    is the position along axis D-1-k (the axes from the last: x = column, y = row, z = slice)."""
+    check_dims(len(shape))
+    grids = torch.meshgrid(*[axis_coordinates(int(n), device) for n in shape], indexing="ij")
+    return torch.stack([g.reshape(-1) for g in reversed(grids)], dim=1)
+
+
 def pixel_coordinates(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
-    """[H*W, 2] float32 (x, y) in [-1, 1], row-major (pixel (i, j) -> (-1 + 2j/(W-1), -1 + 2i/(H-1)))."""
-    ys = torch.linspace(-1.0, 1.0, height, device=device) if height > 1 else torch.zeros(1, device=device)
-    xs = torch.linspace(-1.0, 1.0, width, device=device) if width > 1 else torch.zeros(1, device=device)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+    """[H*W, 2] (x, y) of an image's pixels, row-major (pixel (i, j) -> (-1 + 2j/(W-1), -1 + 2i/(H-1)));
+    :func:`sample_coordinates` of (H, W)."""
+    return sample_coordinates((height, width), device)
 
 
 def encode(config: INRConfig, coords: Tensor) -> Tensor:
-    """The first layer's input for ``coords`` [..., 2]: the coordinates, or γ(x) [..., 2F] (fourier)."""
+    """The first layer's input for ``coords`` [..., D]: the coordinates, or γ(x) [..., 2F] (fourier)."""
     if config.kind != "fourier":
         return coords
     generator = derive_generator(config.feature_seed, "fourier-features")
-    matrix = torch.randn(config.fourier_features, 2, generator=generator) * config.fourier_scale
+    matrix = torch.randn(config.fourier_features, coords.shape[-1], generator=generator) * config.fourier_scale
     angles = 2 * math.pi * coords @ matrix.to(coords.device, coords.dtype).t()
     return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
@@ -157,9 +178,10 @@ class WeightStack:
         return WeightStack([torch.zeros_like(w) for w in self.weights], [torch.zeros_like(b) for b in self.biases])
 
 
-def init_stack(config: INRConfig, channels: int, generators: Sequence[torch.Generator]) -> WeightStack:
-    """One INR per generator, drawn layer by layer (W then b) from it (see the module docstring)."""
-    shapes = config.shapes(channels)
+def init_stack(config: INRConfig, channels: int, generators: Sequence[torch.Generator], dims: int = 2) -> WeightStack:
+    """One INR per generator for samples of ``channels`` channels and ``dims`` axes, drawn layer by layer
+    (W then b) from it (see the module docstring)."""
+    shapes = config.shapes(channels, dims)
     weights: list[list[Tensor]] = [[] for _ in shapes]
     biases: list[list[Tensor]] = [[] for _ in shapes]
     for generator in generators:
@@ -175,44 +197,67 @@ def init_stack(config: INRConfig, channels: int, generators: Sequence[torch.Gene
     return WeightStack([torch.stack(w) for w in weights], [torch.stack(b) for b in biases])
 
 
-@dataclass(frozen=True)
 class Grid:
-    """Every pixel of an H x W image, row-major: the inputs of a full-image step. A SIREN's first
-    layer is then separable, ω(w·(x_j, y_i) + b) = α_j + β_i, so its sines and cosines come from
-    the H + W angles by the angle-sum identities instead of H·W evaluations of sin and cos."""
+    """Every point of a grid of shape S (``Grid(H, W)``, ``Grid(L)``, ``Grid(D, H, W)``), row-major: the
+    inputs of a full-sample step. A SIREN's first layer is then separable, ω(w·x_p + b) = Σ_axes α_axis,
+    so its sines and cosines come from the ΣS per-axis angles by the angle-sum identities instead of
+    ΠS evaluations of sin and cos."""
 
-    height: int
-    width: int
+    def __init__(self, *shape: int) -> None:
+        check_dims(len(shape))
+        if min(shape) < 1:
+            raise INRError(f"a grid needs positive sizes, got {shape}")
+        self.shape = tuple(int(n) for n in shape)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Grid) and other.shape == self.shape
+
+    def __repr__(self) -> str:
+        return f"Grid{self.shape}"
+
+    @property
+    def dims(self) -> int:
+        return len(self.shape)
 
     def coordinates(self, device: torch.device | str = "cpu") -> Tensor:
-        """[H*W, 2] (x, y), :func:`pixel_coordinates`."""
-        return pixel_coordinates(self.height, self.width, device)
+        """[ΠS, D], :func:`sample_coordinates`."""
+        return sample_coordinates(self.shape, device)
 
 
 def _sine_on_grid(omega: float, w: Tensor, b: Tensor, grid: Grid, want_cos: bool) -> tuple[Tensor, Tensor | None]:
-    """(sin, cos) [B, H*W, n] of a = ω(W (x, y) + b) for a first layer ``w`` [B, n, 2], ``b`` [B, n] on ``grid``."""
-    xs = pixel_coordinates(1, grid.width, w.device)[:, 0]
-    ys = pixel_coordinates(grid.height, 1, w.device)[:, 1]
-    alpha = torch.addcmul(b.unsqueeze(1), xs[None, :, None], w[:, None, :, 0]).mul_(omega)  # [B, W, n]
-    beta = (ys[None, :, None] * w[:, None, :, 1]).mul_(omega)  # [B, H, n]
-    sa, ca, sb, cb = alpha.sin()[:, None], alpha.cos()[:, None], beta.sin()[:, :, None], beta.cos()[:, :, None]
-    shape = (w.shape[0], grid.height * grid.width, w.shape[1])
-    sin = torch.mul(sb, ca).addcmul_(cb, sa).reshape(shape)
-    cos = torch.mul(cb, ca).addcmul_(sb, sa, value=-1.0).reshape(shape) if want_cos else None
-    return sin, cos
+    """(sin, cos) [B, ΠS, n] of a = ω(W x + b) for a first layer ``w`` [B, n, D], ``b`` [B, n] on ``grid``:
+    the last axis's angles (with the bias) combined with each earlier axis's in turn, sin(β + α) = sβ cα + cβ sα,
+    cos(β + α) = cβ cα - sβ sα."""
+    axes = grid.shape[::-1]  # coordinate k runs along axis D-1-k
+    coords = [axis_coordinates(n, w.device) for n in axes]
+    alpha = torch.addcmul(b.unsqueeze(1), coords[0][None, :, None], w[:, None, :, 0]).mul_(omega)  # [B, S_last, n]
+    if len(axes) == 1:
+        return alpha.sin(), alpha.cos() if want_cos else None
+    sa, ca = alpha.sin()[:, None], alpha.cos()[:, None]  # [B, 1, M, n]: the axes combined so far
+    for k in range(1, len(axes)):
+        beta = (coords[k][None, :, None] * w[:, None, :, k]).mul_(omega)  # [B, S, n]
+        sb, cb = beta.sin()[:, :, None], beta.cos()[:, :, None]
+        shape = (w.shape[0], 1, axes[k] * sa.shape[2], w.shape[1])
+        sin = torch.mul(sb, ca).addcmul_(cb, sa).reshape(shape)
+        cos = torch.mul(cb, ca).addcmul_(sb, sa, value=-1.0).reshape(shape) if want_cos or k + 1 < len(axes) else None
+        sa, ca = sin, cos
+    return sa[:, 0], None if ca is None else ca[:, 0]
 
 
-def _grid_first_layer_grad(dz: Tensor, grid: "Grid", omega: float, grad_w: Tensor, grad_b: Tensor) -> None:
-    """Write ω Σ_p dz_p (x_p, y_p) into ``grad_w`` [B, n, 2] and ω Σ_p dz_p into ``grad_b`` [B, n];
-    ``dz`` [B, H*W, n] on ``grid``, reduced over rows and over columns (x depends on the column only)."""
+def _grid_first_layer_grad(dz: Tensor, grid: Grid, omega: float, grad_w: Tensor, grad_b: Tensor) -> None:
+    """Write ω Σ_p dz_p x_p into ``grad_w`` [B, n, D] and ω Σ_p dz_p into ``grad_b`` [B, n]; ``dz`` [B, ΠS, n]
+    on ``grid``, reduced over every axis but one per coordinate (coordinate k depends on axis D-1-k only)."""
     b, _, n = dz.shape
-    per_pixel = dz.reshape(b, grid.height, grid.width, n)
-    by_column, by_row = per_pixel.sum(dim=1), per_pixel.sum(dim=2)  # [B, W, n], [B, H, n]
-    xs = pixel_coordinates(1, grid.width, dz.device)[:, 0]
-    ys = pixel_coordinates(grid.height, 1, dz.device)[:, 1]
-    torch.mul(torch.einsum("bwn,w->bn", by_column, xs), omega, out=grad_w[:, :, 0])
-    torch.mul(torch.einsum("bhn,h->bn", by_row, ys), omega, out=grad_w[:, :, 1])
-    torch.mul(by_row.sum(dim=1), omega, out=grad_b)
+    per_point = dz.reshape(b, *grid.shape, n)
+    d = grid.dims
+    for k in range(d):
+        axis = d - 1 - k
+        others = tuple(1 + a for a in range(d) if a != axis)
+        along = per_point.sum(dim=others) if others else per_point  # [B, S_axis, n]
+        coords = axis_coordinates(grid.shape[axis], dz.device)
+        torch.mul(torch.einsum("bsn,s->bn", along, coords), omega, out=grad_w[:, :, k])
+        if axis == 0:
+            torch.mul(along.sum(dim=1), omega, out=grad_b)
 
 
 def forward(config: INRConfig, stack: WeightStack, inputs: Tensor | Grid, keep: bool = False) -> tuple[Tensor, list]:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from arc.baselines.fitting import INRFitConfig, pixel_rows, psnr_of
-from arc.baselines.inr import INRConfig, WeightStack, encode, pixel_coordinates
+from arc.baselines.inr import INRConfig, WeightStack, encode, sample_coordinates
 from arc.field.group import chunk_size
 
 
@@ -29,11 +29,11 @@ def plain_forward(config: INRConfig, stack: WeightStack, inputs: Tensor) -> Tens
 
 
 def autograd_fit(config: INRConfig, stack: WeightStack, images: Tensor, fit: INRFitConfig, order: Optional[Tensor] = None) -> Tensor:
-    """Fit ``stack`` (updated in place) to ``images`` [B, C, H, W] in [0, 1] with autograd and
-    ``torch.optim.Adam``; ``order`` [B, H*W] as in :func:`~arc.baselines.fitting.fit_stack`. Returns [B] PSNR."""
+    """Fit ``stack`` (updated in place) to ``images`` [B, C, *S] in [0, 1] with autograd and
+    ``torch.optim.Adam``; ``order`` [B, ΠS] as in :func:`~arc.baselines.fitting.fit_stack`. Returns [B] PSNR."""
     target = config.to_fit_space(pixel_rows(images))
     pixels = target.shape[1]
-    inputs = encode(config, pixel_coordinates(images.shape[2], images.shape[3], images.device))
+    inputs = encode(config, sample_coordinates(images.shape[2:], images.device))
     m = chunk_size(pixels, fit.pixel_fraction)
     params = stack.tensors()
     for param in params:

@@ -2,7 +2,7 @@
 
 The same conventions as the cloud store (:mod:`arc.store`): the directory is named by a key, a
 :func:`arc.files.short_hash` of (source identity, INR settings, fit settings except ``pixel_budget``,
-shard size), so a changed setting gives a new store and an old one is never overwritten or silently
+shard size; the samples' spatial axes D when not 2, so every 2-D store keeps its key), so a changed setting gives a new store and an old one is never overwritten or silently
 reused; shard k of a split holds the source indices [k·S, (k+1)·S) and is written atomically
 (:func:`arc.files.atomic_write`) and never rewritten, so a killed run resumes at the first missing
 shard. A shard holds
@@ -19,6 +19,8 @@ reading one says so); recording a split copies its shards' hashes into the manif
 (``fit_stats``: images, mean PSNR, fit seconds; :meth:`WeightStore.fit_metrics`). Shards written
 before checksums are read unverified (one warning) until a run records their split again, with their
 content hashes.
+The manifest records ``dims`` (D of the fitted samples: 1 signals, 2 images, 3 volumes; a manifest without it
+is 2-D); a store of another D is refused, and so are samples of another D.
 The cloud store's shard format and manifest are those of a latent cloud (positions, offsets, a
 decoder hash and spacing, latent statistics) and are not reused; the key, slug, error class,
 atomic writes and integrity checks are shared.
@@ -53,13 +55,15 @@ STORE_FORMAT = "arc-weight-store"
 SHARD_FORMAT = "arc-weight-shard"
 MANIFEST = "manifest.json"
 TENSORS = ("weights", "label", "index", "psnr")
-SETTINGS = ("source", "inr", "fit", "channels", "param_count", "shard_size")
+SETTINGS = ("source", "inr", "fit", "dims", "channels", "param_count", "shard_size")
 
 
-def weight_store_key(source_identity: Mapping | str, inr: INRConfig, fit: INRFitConfig, shard_size: int) -> str:
-    """Key of a weight store: a hash of (source identity, INR settings, fit settings, shard size)."""
-    return short_hash({"kind": "weights", "source": source_identity, "inr": inr.key_settings(), "fit": fit.key_settings(),
-                       "shard_size": shard_size})
+def weight_store_key(source_identity: Mapping | str, inr: INRConfig, fit: INRFitConfig, shard_size: int, dims: int = 2) -> str:
+    """Key of a weight store: a hash of (source identity, INR settings, fit settings, shard size; the samples'
+    spatial axes ``dims`` only when not 2, so 2-D stores keep their keys)."""
+    content = {"kind": "weights", "source": source_identity, "inr": inr.key_settings(), "fit": fit.key_settings(),
+               "shard_size": shard_size}
+    return short_hash(content if dims == 2 else {**content, "dims": int(dims)})
 
 
 def default_weight_store_dir(root: str | os.PathLike, source_spec: str, key: str) -> Path:
@@ -80,17 +84,18 @@ class WeightStore:
     @classmethod
     def create_or_open(
         cls, path: str | os.PathLike, source: Mapping | str, inr: INRConfig, fit: INRFitConfig, channels: int,
-        shard_size: int = 1024,
+        shard_size: int = 1024, dims: int = 2,
     ) -> "WeightStore":
-        """Create the store at ``path``, or open the one there if its settings are the same (else StoreError)."""
+        """Create the store at ``path`` for samples of ``channels`` channels and ``dims`` spatial axes, or open the
+        one there if its settings are the same (else StoreError naming the differing ones)."""
         path = Path(path)
         if shard_size < 1:
             raise StoreError(f"shard_size must be positive, got {shard_size}")
         settings = json.loads(json.dumps({
-            "source": source, "inr": inr.key_settings(), "fit": fit.key_settings(), "channels": int(channels),
-            "param_count": inr.param_count(channels), "shard_size": int(shard_size),
+            "source": source, "inr": inr.key_settings(), "fit": fit.key_settings(), "dims": int(dims), "channels": int(channels),
+            "param_count": inr.param_count(channels, dims), "shard_size": int(shard_size),
         }))
-        key = weight_store_key(source, inr, fit, shard_size)
+        key = weight_store_key(source, inr, fit, shard_size, dims)
         if not (path / MANIFEST).exists():
             if path.exists() and any(not name.startswith(f".{MANIFEST}.") for name in os.listdir(path)):
                 raise StoreError(f"{path} exists, is not empty and has no {MANIFEST}; refusing to write a weight store there")
@@ -101,9 +106,10 @@ class WeightStore:
             except FileExistsError:
                 pass
         store = cls.open(path)
-        differ = sorted(name for name in SETTINGS if store.manifest.get(name) != settings[name])
+        there = {**store.manifest, "dims": store.dims}
+        differ = sorted(name for name in SETTINGS if there.get(name) != settings[name])
         if differ or store.key != key:
-            details = "; ".join(f"{name} {store.manifest.get(name)} there, {settings[name]} asked" for name in differ if name != "source")
+            details = "; ".join(f"{name} {there.get(name)} there, {settings[name]} asked" for name in differ if name != "source")
             raise StoreError(
                 f"{path} holds weights fitted with other settings (differing: {', '.join(differ) or 'key'}"
                 f"{': ' + details if details else ''}); it is never overwritten: use another directory (the default "
@@ -120,6 +126,11 @@ class WeightStore:
     @property
     def key(self) -> str:
         return self.manifest["key"]
+
+    @property
+    def dims(self) -> int:
+        """D, the spatial axes of the fitted samples (a manifest without ``dims`` is a 2-D store)."""
+        return int(self.manifest.get("dims", 2))
 
     @property
     def shard_size(self) -> int:
@@ -228,8 +239,8 @@ def fit_weight_store(
     store: WeightStore, split: str, images: Sequence[tuple[Tensor, int]], inr: INRConfig, fit: INRFitConfig,
     device: torch.device | str | None = None, progress: Optional[Callable[[int, int], None]] = None,
 ) -> int:
-    """Fit every missing shard of ``split`` (``images[i]`` -> (image [C, H, W] in [0, 1], label); an
-    :class:`ImageReadError` is a counted skip), record the split and return the number of shards fitted.
+    """Fit every missing shard of ``split`` (``images[i]`` -> (sample [C, *S] in [0, 1], label), S of the
+    store's D axes; an :class:`ImageReadError` is a counted skip), record the split and return the number of shards fitted.
     ``progress(shard, shards)`` follows every shard, fitted or found."""
     total = store.shards(split, len(images))
     fitted, count, skipped_all, psnr_sum = 0, 0, [], 0.0
@@ -250,6 +261,9 @@ def fit_weight_store(
                 except ImageReadError:
                     skipped.append(i)
                     continue
+                if image.ndim - 1 != store.dims:
+                    raise StoreError(f"{store.path} holds INRs of {store.dims}-D samples; {split} sample {i} has shape "
+                                     f"{tuple(image.shape)} ({image.ndim - 1}-D): use another store directory")
                 rows.append(image)
                 labels.append(int(label))
                 indices.append(i)
@@ -257,7 +271,7 @@ def fit_weight_store(
                 result = fit_inrs(rows, inr, fit, split, indices, device=device)
                 weights, psnr = result.weights, result.psnr
             else:
-                weights, psnr = torch.empty(0, inr.param_count(store.manifest["channels"])), torch.empty(0)
+                weights, psnr = torch.empty(0, store.manifest["param_count"]), torch.empty(0)
             tensors = {"weights": weights, "label": torch.tensor(labels, dtype=torch.long),
                        "index": torch.tensor(indices, dtype=torch.long), "psnr": psnr}
             elapsed = time.perf_counter() - began
