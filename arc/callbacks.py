@@ -126,7 +126,8 @@ class WandbMedia(Callback):
             rank_zero_warn(f"could not log the PSNR histogram: {type(err).__name__}: {err}")
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if batch_idx == 0 and not self._clouds_logged and self.clouds and self._logger(trainer) is not None:
+        shown = batch_idx == 0 and not self._clouds_logged and self.clouds and isinstance(batch, CloudBatch)
+        if shown and self._logger(trainer) is not None:  # clouds only: the baselines' batches are tensors
             self._shown = batch.select(torch.arange(min(self.clouds, len(batch)))).to("cpu")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -137,7 +138,7 @@ class WandbMedia(Callback):
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         logger = self._logger(trainer)
-        if logger is None:
+        if logger is None or not hasattr(pl_module, "confusion"):  # a module without confusion matrices (baselines)
             return
         try:
             names = pl_module.names()

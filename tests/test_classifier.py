@@ -335,6 +335,17 @@ def test_media_confusion_every_epoch_clouds_once(tmp_path, monkeypatch):
     assert keys == ["val/confusion_matrix", "val/clouds", "val/confusion_matrix", "test/confusion_matrix"]
 
 
+def test_wandb_media_leaves_the_batches_of_other_modules_alone(monkeypatch):
+    """The baselines train under the same trainer callbacks: tensor batches and modules without confusion
+    matrices log nothing and raise nothing."""
+    fake = type("Logger", (), {"log_image": lambda self, **kwargs: pytest.fail("logged media of a baseline")})()
+    monkeypatch.setattr(WandbMedia, "_logger", staticmethod(lambda trainer: fake))
+    media = WandbMedia()
+    media.on_validation_batch_end(None, None, None, (torch.zeros(2, 3), torch.zeros(2)), 0)
+    media.on_validation_end(None, torch.nn.Linear(1, 1))
+    assert media._shown is None
+
+
 # ------------------------------------------------------------------ Lightning end to end
 
 
