@@ -106,7 +106,7 @@ class LatentGradient:
                 dlat = torch.ops.aten.threshold_backward(dy.expand_as(h), h, 0.0) @ self.w1_lat_scaled
             else:
                 dlat = torch.ops.aten.threshold_backward(dy @ self.w2, h, 0.0) @ self.w1_lat
-            grad.index_add_(0, idx, dlat.reshape(-1, self.z).to(grad.dtype))
+            grad.index_add_(0, idx.long(), dlat.reshape(-1, self.z).to(grad.dtype))  # int32 indices: a slow path on the CPU
         return total
 
     def step(self, latents: Tensor, grad: Tensor, passes: Sequence[Pass], loss: bool = False) -> Tensor | None:
