@@ -133,12 +133,15 @@ class ARCCLI(LightningCLI):
     def write_metrics(self) -> None:
         """``<run>/metrics.json``: every float metric of the run (the fit's last val metrics, then what the last
         stage logged), ``val/acc_best`` (the checkpoint's monitored best, named after its monitor),
-        ``params/classifier`` (trainable parameters) and the data module's ``representation_metrics()``."""
+        ``params/classifier`` (trainable parameters, or the model's own ``classifier_parameters()``) and the data
+        module's ``representation_metrics()``."""
         metrics = {**getattr(self, "fit_metrics", {}), **float_metrics(self.trainer.callback_metrics)}
         checkpoint = self.trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.monitor and checkpoint.best_model_score is not None:
             metrics[f"{checkpoint.monitor}_best"] = float(checkpoint.best_model_score)
-        metrics["params/classifier"] = float(sum(p.numel() for p in self.model.parameters() if p.requires_grad))
+        count = getattr(self.model, "classifier_parameters", None)  # a model whose parameters are not tensors (trees)
+        metrics["params/classifier"] = float(count() if callable(count) else
+                                             sum(p.numel() for p in self.model.parameters() if p.requires_grad))
         representation = getattr(self.datamodule, "representation_metrics", None)
         if callable(representation):
             metrics.update(representation())

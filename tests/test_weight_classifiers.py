@@ -152,6 +152,8 @@ def test_boosted_trees_under_lightning_and_from_a_checkpoint(npz, tmp_path):
     trainer.fit(model, datamodule=data)
     accuracy = trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"]
     assert accuracy >= 0.8 and model.boost == BoostConfig(rounds=50, early_stopping=5)
+    trees = model.booster.get_dump()  # params/classifier counts every split and leaf of every tree
+    assert model.classifier_parameters() == sum(tree.count("leaf=") + tree.count("<") for tree in trees) > len(trees)
     loaded = BoostedTreesClassifier.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
     assert trainer.test(loaded, datamodule=data, verbose=False)[0]["test/acc"] == accuracy
 

@@ -103,6 +103,11 @@ class BoostedTreesClassifier(WeightClassifier):
         self.booster: Any = None
         self.step_counter = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # see training_step
 
+    def classifier_parameters(self) -> int:
+        """The trees' node count (splits and leaves, each a threshold or a value): what the run reports as
+        ``params/classifier``; 0 before the trees are fitted."""
+        return 0 if self.booster is None else sum(len(tree.splitlines()) for tree in self.booster.get_dump())
+
     def forward(self, weights: Tensor) -> Tensor:
         if self.booster is None:
             raise RuntimeError("the trees are not fitted yet: run fit, or load a checkpoint")
