@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=1e-3, help="--inr: Adam learning rate")
     parser.add_argument("--pixel-fraction", type=float, default=1.0, help="--inr: pixels supervised per step")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="--inr, --stage pretrain: alternate engine and loop this often, keep the best")
+                        help="--inr, --stage pretrain, several --engine: alternate the runs this often, keep the best")
     parser.add_argument("--init", default="random", choices=["shared", "random", "transfer"], help="--inr: initialisation")
     args = parser.parse_args(argv)
     if args.make_strokes:
