@@ -60,9 +60,9 @@ class JointGradient:
         return [[grad, *(p.grad for p in params)], *self._buffers]
 
     @torch.no_grad()
-    def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass) -> Tensor:
-        """Add the pass's gradients into the decoder's ``.grad`` and ``grad`` [K, z]; return the pass loss
-        (0-dim, float64)."""
+    def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass, threads: int | None = None) -> Tensor:
+        """Add the pass's gradients into the decoder's ``.grad`` and ``grad`` [K, z] with up to ``threads``
+        threads (default: the intra-op thread count); return the pass loss (0-dim, float64)."""
         targets = self._targets(grad)
         bounds = [piece.start + piece.size * j // self.lanes for j in range(self.lanes + 1)]
         lanes = [(Pass(a, b), out) for a, b, out in zip(bounds[:-1], bounds[1:], targets) if b > a]
@@ -71,7 +71,8 @@ class JointGradient:
             for t in out:
                 t.zero_()
         latents = latents.detach()
-        workers = min(torch.get_num_threads(), len(lanes), -(-piece.size // self.micro_batch))  # a thread per block at most
+        threads = torch.get_num_threads() if threads is None else threads
+        workers = min(threads, len(lanes), -(-piece.size // self.micro_batch))  # a thread per block at most
         with ExitStack() as stack:
             if self.lanes > 1:  # single-threaded kernels: their bits do not depend on the thread count either
                 stack.enter_context(intra_op_threads(1))

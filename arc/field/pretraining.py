@@ -83,11 +83,12 @@ class JointTraining(nn.Module):
         for param in self.parameters():
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
+        threads = torch.get_num_threads()  # for the gradient's lanes; the step's own kernels run on one
         with self._full_float32(), self._step_threads():
             optimiser.zero_grad(set_to_none=False)
             total = torch.zeros((), dtype=torch.float64, device=self.group.device)
             for piece in self.group.passes(step):
-                total += self.gradient.accumulate(self.latents, self.latents.grad, piece)
+                total += self.gradient.accumulate(self.latents, self.latents.grad, piece, threads)
             optimiser.step()
         return total
 
