@@ -24,7 +24,6 @@ from torchvision.models.resnet import BasicBlock
 from arc.baseline_training.weight_mlp import WeightClassifier
 from arc.baseline_training.weights_data import BaselineDataModule
 from arc.data.images import ImageReadError
-from arc.seeding import derive_seed, run_seed
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +162,8 @@ class PixelCNNClassifier(WeightClassifier):
 
     def _build(self, dims: int) -> None:
         """The network for samples of ``dims`` axes, drawn from the initialisation seed."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(run_seed(self.hparams.seed), "init"))
-            self.net = pixel_resnet(self.hparams.latent_dim, self.hparams.num_classes, tuple(self.hparams.widths),
-                                    self.hparams.blocks, dims)
+        self.net = self.initialised(self.hparams.seed, lambda: pixel_resnet(
+            self.hparams.latent_dim, self.hparams.num_classes, tuple(self.hparams.widths), self.hparams.blocks, dims))
         self.hparams.dims = dims
 
     def configure_model(self) -> None:

@@ -10,7 +10,7 @@ classifier shares): cross-entropy, AdamW, the metrics and log keys of
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -46,6 +46,14 @@ class WeightClassifier(pl.LightningModule):
         self.val_acc_macro = MulticlassAccuracy(num_classes, average="macro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_macro = MulticlassAccuracy(num_classes, average="macro")
+
+    @staticmethod
+    def initialised(seed: Optional[int], build: Callable[[], nn.Module]) -> nn.Module:
+        """``build()`` with its weights drawn from the run's initialisation seed ("init"; the global RNG is
+        left untouched), so a model's starting point depends on its seed only."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(run_seed(seed), "init"))
+            return build()
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         weights, labels = batch
@@ -99,9 +107,7 @@ class WeightMLPClassifier(WeightClassifier):
     ) -> None:
         super().__init__(num_classes)
         self.save_hyperparameters()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(run_seed(seed), "init"))
-            self.net = weight_mlp(latent_dim, num_classes, tuple(hidden), dropout)
+        self.net = self.initialised(seed, lambda: weight_mlp(latent_dim, num_classes, tuple(hidden), dropout))
 
     def forward(self, weights: Tensor) -> Tensor:
         return self.net(weights)

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from arc.baseline_training.weight_mlp import WeightClassifier
 from arc.baselines.tokens import hidden_links, neuron_tokens, token_widths
-from arc.seeding import derive_seed, run_seed
 
 
 def layer_shapes(widths: Sequence[int]) -> list[tuple[int, int]]:
@@ -94,9 +93,7 @@ class WeightTransformerClassifier(WeightClassifier):
     ) -> None:
         super().__init__(num_classes)
         self.save_hyperparameters()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(run_seed(seed), "init"))
-            self.net = NeuronTransformer(widths, num_classes, dim, depth, heads, dropout)
+        self.net = self.initialised(seed, lambda: NeuronTransformer(widths, num_classes, dim, depth, heads, dropout))
         if self.net.param_count != latent_dim:
             raise ValueError(f"model.widths {list(widths)} give weight vectors of {self.net.param_count} values, the data's "
                              f"have {latent_dim}: set model.widths to the INR's [inputs, *data.inr.hidden, channels] "
