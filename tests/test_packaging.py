@@ -24,7 +24,8 @@ from arc.config_files import ComposeError, expand_compose, packaged_configs, res
 
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-OPTIONAL_IMPORTS = {"spconv": "spconv-cu120", "xgboost": "xgboost", "submitit": "submitit"}  # imported only when present (docs/architecture.md, Dependencies)
+OPTIONAL_IMPORTS = {"spconv": "spconv-cu120", "xgboost": "xgboost", "submitit": "submitit", "soundfile": "soundfile",
+                    "nibabel": "nibabel"}  # imported only when present (docs/architecture.md, Dependencies)
 
 
 def test_arc_help_lists_every_subcommand_on_a_line(capsys):
@@ -74,7 +75,7 @@ def test_config_names_resolve_to_the_packaged_configs(tmp_path, monkeypatch):
     assert resolve_config_name("mine.yaml") == "mine.yaml"  # a file here wins
     assert resolve_config_name("{trainer: {max_epochs: 1}}") == "{trainer: {max_epochs: 1}}"  # inline YAML
     for wrong in ("demoo", "pretrain/nope.yaml", "../configs/demo"):
-        with pytest.raises(ComposeError, match=rf"{re.escape(wrong)}.*not found.*demo, fmnist.*pretrain/demo"):
+        with pytest.raises(ComposeError, match=rf"{re.escape(wrong)}.*not found.*demo, demo_series.*fmnist.*pretrain/demo"):
             resolve_config_name(wrong)
     expanded = expand_compose(["fit", "--config", "pretrain/demo", "--trainer.max_epochs", "1"])
     files = [Path(v).relative_to(configs).as_posix() for f, v in zip(expanded, expanded[1:]) if f == "--config"]
