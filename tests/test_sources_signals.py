@@ -211,3 +211,10 @@ def test_generated_sources_are_seeded_and_balanced():
 def test_signal_option_errors(spec, options, message):
     with pytest.raises(SourceError, match=message):
         open_source(spec, count=6, **options)
+
+
+def test_a_missing_signals_package_names_the_extra():
+    from arc.data.sources.readers import signals_package
+
+    with pytest.raises(SourceError, match=r"audio sources need the no_such_package package: pip install 'arc\[signals\]'"):
+        signals_package("no_such_package", "audio sources")

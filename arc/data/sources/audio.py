@@ -28,7 +28,7 @@ from torch import Tensor
 
 from arc.data.images import ImageReadError
 from arc.data.sources.imagefolder import open_folders
-from arc.data.sources.readers import SIGNAL_OPTIONS, RawSource, SourceError, check_options, positive_int
+from arc.data.sources.readers import SIGNAL_OPTIONS, RawSource, SourceError, check_options, positive_int, signals_package
 from arc.files import file_list_hash
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
 def _soundfile():
-    try:
-        import soundfile
-    except ImportError as err:  # the optional extra
-        raise SourceError("audio sources need the soundfile package: pip install 'arc[signals]'") from err
-    return soundfile
+    return signals_package("soundfile", "audio sources")
 
 
 class AudioReader:

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from arc.data.images import ImageReadError
 from arc.data.sources.imagefolder import open_folders
-from arc.data.sources.readers import SIGNAL_OPTIONS, RawSource, SourceError, check_options
+from arc.data.sources.readers import SIGNAL_OPTIONS, RawSource, SourceError, check_options, signals_package
 from arc.files import file_list_hash
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,7 @@ INTENSITY = ("minmax", "raw")
 
 
 def _nibabel():
-    try:
-        import nibabel
-    except ImportError as err:  # the optional extra
-        raise SourceError("NIfTI sources need the nibabel package: pip install 'arc[signals]'") from err
-    return nibabel
+    return signals_package("nibabel", "NIfTI sources")
 
 
 class NiftiReader:

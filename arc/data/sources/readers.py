@@ -3,6 +3,7 @@ raw images), array-backed readers and subsets, the option checks, and :class:`Ra
 kind's opener returns)."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -140,6 +141,15 @@ def largest_pixels(reader: Reader) -> int | None:
     """An upper bound on H·W of ``reader``'s images (None when the reader cannot tell without decoding)."""
     bound = getattr(reader, "largest_pixels", None)
     return None if bound is None else bound()
+
+
+def signals_package(name: str, what: str) -> Any:
+    """The optional package ``name`` of the extra ``arc[signals]`` (soundfile, nibabel), or one
+    :class:`SourceError` saying what needs it and how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise SourceError(f"{what} need the {name} package: pip install 'arc[signals]'") from err
 
 
 def check_options(spec: str, options: dict, allowed: set[str]) -> None:
