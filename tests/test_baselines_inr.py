@@ -6,7 +6,7 @@ import torch
 
 from arc.baselines import KINDS, INRConfig, INRFitConfig, WeightStack, fit_inrs, fit_stack, init_stack
 from arc.baselines.fitting import pixel_rows, psnr_of
-from arc.baselines.inr import Grid, encode, forward, forward_backward, pixel_coordinates
+from arc.baselines.inr import Grid, encode, forward, forward_backward, pixel_coordinates, sin_cos
 from arc.baselines.reference import autograd_fit, plain_forward
 from arc.seeding import derive_generator, item_generator
 
@@ -136,3 +136,20 @@ def test_the_dwsnets_siren_flag():
     psnr = autograd_fit(small, start, images, fit)
     torch.testing.assert_close(engine.weights, start.flat(), rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(engine.psnr, psnr, rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "float64"])
+def test_sin_cos_matches_torch_in_every_layout(layout):
+    angles = torch.randn(3, 50, 16, generator=torch.Generator().manual_seed(0)) * 40  # SIREN-sized angles
+    if layout == "transposed":
+        angles = angles.transpose(1, 2)  # not contiguous: the torch path
+    elif layout == "float64":
+        angles = angles.double()
+    expected_sin, expected_cos = angles.sin(), angles.cos()
+    sin, cos = sin_cos(angles.clone())
+    torch.testing.assert_close(sin, expected_sin, rtol=0, atol=2e-6)
+    torch.testing.assert_close(cos, expected_cos, rtol=0, atol=2e-6)
+    work = angles.clone()
+    sin, none = sin_cos(work, want_cos=False, inplace=True)
+    assert none is None and sin.data_ptr() == work.data_ptr()
+    torch.testing.assert_close(work, expected_sin, rtol=0, atol=2e-6)
