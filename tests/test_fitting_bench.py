@@ -66,8 +66,11 @@ def test_bench_fits_generated_one_and_three_dimensional_samples(shape, capsys):
 
 def test_bench_compares_engines_in_one_run(capsys):
     result = bench_fit.main(["--source", "digits", "--option", "size=12", "--images", "3", "--steps", "3", "--pretrain", "2",
-                             "--pretrain-steps", "2", "--peak-size", "128", "--engine", "dense,factored", "--json"])
+                             "--pretrain-steps", "2", "--peak-size", "128", "--engine", "dense,factored",
+                             "--original-loop", "--reference-images", "2", "--json"])
     engines = result["engines"]
+    assert result["original_images"] == 2 and abs(result["original_psnr_diff"]) < 1e-3
+    assert set(result["speedup_vs_original"]) == {"dense", "factored"}
     assert result["engine"] == "dense" and set(engines) == {"dense", "factored"} and result["engine_psnr_max_abs_diff"] < 1e-3
     assert engines["factored"]["gflop_per_image"] < engines["dense"]["gflop_per_image"] == result["gflop_per_image"]
     field, fit = FieldConfig(), FitConfig(steps=3)

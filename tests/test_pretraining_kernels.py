@@ -73,8 +73,9 @@ def test_bench_times_pretraining_against_autograd(capsys):
     import bench_fit
 
     result = bench_fit.main(["--stage", "pretrain", "--generated", "1x12x12", "--images", "2", "--pretrain", "0",
-                             "--pretrain-steps", "3", "--peak-size", "128", "--reference-loop", "--json"])
+                             "--pretrain-steps", "3", "--peak-size", "128", "--reference-loop", "--original-loop", "--json"])
     assert result["stage"] == "pretrain" and result["steps"] == 3 and result["speedup"] > 0
+    assert result["speedup_vs_original"] > 0 and result["original_psnr_mean"] == pytest.approx(result["psnr_mean"], abs=1e-2)
     for key in ("images_per_s", "steps_per_s", "achieved_gflops", "peak_fraction", "reference_steps_per_s"):
         assert result[key] > 0
     assert result["decoder_max_abs_diff"] < 1e-4 and abs(result["psnr_diff"]) < 1e-3

@@ -81,6 +81,7 @@ from arc.field import (
 )
 from arc.field.fitting import MATMUL_DTYPES, cuda_tf32
 from arc.field.group import chunk_size
+from arc.field.original import fit_one_at_a_time
 from bench_pretrain import bench_pretrain
 
 def supervised_pixels(pixels: int, fit: FitConfig) -> int:
@@ -296,6 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--fit-lr", type=float, help="fit.lr, the latents' Adam rate (default FitConfig's)")
     parser.add_argument("--reference-loop", action="store_true")
     parser.add_argument("--reference-images", type=int, default=32)
+    parser.add_argument("--original-loop", action="store_true",
+                        help="also time the original implementation's loops (arc.field.original: one image at a time by "
+                             "autograd; --stage pretrain: its per-image loop inside every step) on the CPU")
     parser.add_argument("--latents-per-pixel", type=float, default=0.05)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--peak-size", type=int, default=4096, help="matrix size of the peak-matmul timing")
@@ -429,6 +433,17 @@ def main(argv: list[str] | None = None) -> dict:
             speedup=round((count / fit_s) / (ref_count / ref_s), 2),
             psnr_diff=round(float(psnr[:ref_count].mean() - ref_psnr.mean()), 5),
             psnr_max_abs_diff=round(float((psnr[:ref_count] - ref_psnr).abs().max()), 5),
+        )
+    if args.original_loop:
+        ref_count = min(args.reference_images, count)
+        start = time.perf_counter()
+        orig_psnr = fit_one_at_a_time(images[:ref_count], decoder.cpu(), field, fit, "train", indices[:ref_count])
+        orig_s = time.perf_counter() - start
+        result.update(
+            original_images=ref_count, original_images_per_s=round(ref_count / orig_s, 3),
+            original_psnr_mean=round(float(orig_psnr.mean()), 3),
+            original_psnr_diff=round(float(psnr[:ref_count].mean() - orig_psnr.mean()), 5),
+            speedup_vs_original={engine: round(figures[engine]["images_per_s"] / (ref_count / orig_s), 2) for engine in engines},
         )
     result["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(result))

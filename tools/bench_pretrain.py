@@ -22,6 +22,7 @@ import time
 import torch
 
 from arc.field import FieldConfig, FitConfig, JointTraining, PretrainConfig, pretrain_decoder
+from arc.field.original import pretrain_image_by_image
 
 
 def pretrain_gflop_per_sample(shape: tuple[int, ...], field: FieldConfig, channels: int, pretrain: PretrainConfig,
@@ -80,7 +81,7 @@ def bench_pretrain(args, images: list, field: FieldConfig, peak: float, supervis
                                          pixel_budget=args.pixel_budget)
         return psnr, decoder
 
-    best = ref_best = math.inf
+    best = ref_best = orig_best = math.inf
     for _ in range(max(1, args.repeats)):
         psnr, decoder, seconds = timed(engine)
         best = min(best, seconds)
@@ -90,6 +91,13 @@ def bench_pretrain(args, images: list, field: FieldConfig, peak: float, supervis
                                                                                  args.pixel_budget, device))
             ref_best = min(ref_best, seconds)
             log(f"autograd: {pretrain.steps / seconds:.2f} steps/s, {float(ref_psnr.mean()):.2f} dB")
+        if args.original_loop:
+            sync(device)
+            start = time.perf_counter()
+            _, orig_psnr = pretrain_image_by_image(images, field, pretrain, "train", list(range(count)))
+            seconds = time.perf_counter() - start
+            orig_best = min(orig_best, seconds)
+            log(f"original loop: {pretrain.steps / seconds:.2f} steps/s, {float(orig_psnr.mean()):.2f} dB")
     flop = sum(pretrain_gflop_per_sample(tuple(im.shape[1:]), field, channels, pretrain, supervised_pixels)
                for im in images)
     result = {
@@ -109,5 +117,8 @@ def bench_pretrain(args, images: list, field: FieldConfig, peak: float, supervis
             psnr_diff=round(float(psnr.mean() - ref_psnr.mean()), 5),
             decoder_max_abs_diff=float(max((a - b).abs().max() for a, b in weights)),
         )
+    if args.original_loop:
+        result.update(original_s=round(orig_best, 3), original_steps_per_s=round(pretrain.steps / orig_best, 3),
+                      original_psnr_mean=round(float(orig_psnr.mean()), 3), speedup_vs_original=round(orig_best / best, 2))
     result["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     return result
