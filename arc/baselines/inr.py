@@ -229,6 +229,13 @@ class Grid:
         if min(shape) < 1:
             raise INRError(f"a grid needs positive sizes, got {shape}")
         self.shape = tuple(int(n) for n in shape)
+        self._axes: dict[torch.device, list[Tensor]] = {}
+
+    def axes(self, device: torch.device) -> list[Tensor]:
+        """[:func:`axis_coordinates`] of every axis, in axis order, made once per device."""
+        if device not in self._axes:
+            self._axes[device] = [axis_coordinates(n, device) for n in self.shape]
+        return self._axes[device]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Grid) and other.shape == self.shape
@@ -250,7 +257,7 @@ def _sine_on_grid(omega: float, w: Tensor, b: Tensor, grid: Grid, want_cos: bool
     the last axis's angles (with the bias) combined with each earlier axis's in turn, sin(β + α) = sβ cα + cβ sα,
     cos(β + α) = cβ cα - sβ sα."""
     axes = grid.shape[::-1]  # coordinate k runs along axis D-1-k
-    coords = [axis_coordinates(n, w.device) for n in axes]
+    coords = grid.axes(w.device)[::-1]
     alpha = torch.addcmul(b.unsqueeze(1), coords[0][None, :, None], w[:, None, :, 0]).mul_(omega)  # [B, S_last, n]
     if len(axes) == 1:
         return sin_cos(alpha, want_cos, inplace=True)
@@ -277,8 +284,7 @@ def _grid_first_layer_grad(dz: Tensor, grid: Grid, omega: float, grad_w: Tensor,
         axis = d - 1 - k
         others = tuple(1 + a for a in range(d) if a != axis)
         along = per_point.sum(dim=others) if others else per_point  # [B, S_axis, n]
-        coords = axis_coordinates(grid.shape[axis], dz.device)
-        torch.mul(torch.einsum("bsn,s->bn", along, coords), omega, out=grad_w[:, :, k])
+        torch.mul(torch.matmul(grid.axes(dz.device)[axis], along), omega, out=grad_w[:, :, k])  # Σ_s x_s along_s
         if axis == 0:
             torch.mul(along.sum(dim=1), omega, out=grad_b)
 
