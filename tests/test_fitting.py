@@ -312,3 +312,21 @@ def test_pretraining_killed_midway_resumes_to_the_same_decoder(tmp_path):
     checkpoint.write_bytes(b"truncated")  # an unusable file: start over, same result
     again, _ = pretrain_decoder(images, FIELD, pretrain, "train", [0, 1, 2], checkpoint=checkpoint)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), whole.state_dict().values()))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_one_large_image_on_several_threads_has_the_bits_of_one_thread(threads):
+    """A single group's blocks run on the threads and are scattered in block order: one thread's result exactly."""
+    image = smooth_images([(90, 110)], 2, seed=5)
+    decoder = new_decoder(FIELD, 2, seed=3)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, threads):
+            torch.set_num_threads(count)
+            results.append(fit_clouds(image, decoder, FIELD, FitConfig(steps=6, pixel_fraction=0.5), "train", [0]))
+    finally:
+        torch.set_num_threads(before)
+    assert math.ceil(90 * 110 * 0.5 / 2048) > 1  # several blocks per step
+    assert torch.equal(results[0].clouds.lat, results[1].clouds.lat)
+    assert torch.equal(results[0].psnr, results[1].psnr)
