@@ -293,7 +293,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pixel-budget", type=int, default=FitConfig.pixel_budget)
     parser.add_argument("--precision", default="32", choices=list(MATMUL_DTYPES))
     parser.add_argument("--engine", default="dense", help="fit.engine, or several separated by commas to compare")
-    parser.add_argument("--schedule", default="constant", choices=["constant", "cosine"], help="fit.schedule of the latents' rate")
     parser.add_argument("--fit-lr", type=float, help="fit.lr, the latents' Adam rate (default FitConfig's)")
     parser.add_argument("--reference-loop", action="store_true")
     parser.add_argument("--reference-images", type=int, default=32)
@@ -340,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     field = FieldConfig(latents_per_pixel=args.latents_per_pixel)
     engines = args.engine.split(",")
     fit = FitConfig(steps=args.steps, pixel_budget=args.pixel_budget, precision=args.precision, engine=engines[0],
-                    schedule=args.schedule, **({} if args.fit_lr is None else {"lr": args.fit_lr}))
+                    **({} if args.fit_lr is None else {"lr": args.fit_lr}))
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     if args.inr:
         result = bench_inr(args, images, log)
@@ -408,7 +407,6 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": list(images[0].shape),
         "steps": args.steps,
         "fit_lr": fit.lr,
-        "schedule": fit.schedule,
         "pixel_budget": args.pixel_budget,
         "pretrain_s": round(pretrain_s, 3),
         "fit_s": round(fit_s, 3),

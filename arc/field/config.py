@@ -15,8 +15,6 @@ OffsetScale = Union[OffsetMode, float]
 Precision = Literal["32", "tf32", "bf16", "16"]
 Engine = Literal["dense", "factored"]
 ENGINES = ("dense", "factored")
-Schedule = Literal["constant", "cosine"]
-SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -141,10 +139,6 @@ class FitConfig:
             :class:`arc.field.factored.FactoredGradient`, about a quarter of the arithmetic). The results
             are equal up to float rounding, so, like ``pixel_budget`` and the device, it is not part of
             the store key (:meth:`result_settings`).
-        schedule: the latents' learning rate over the steps: "constant" (the paper's) or "cosine",
-            lr · ½(1 + cos(π t / steps)) at step t = 0 … steps-1 (torch's ``CosineAnnealingLR``),
-            which reaches a given PSNR in fewer steps (``docs/benchmarks.md``, "Fewer steps"). It changes the clouds, so it is
-            in the store key when it is not "constant".
     """
 
     steps: int = 500
@@ -154,14 +148,11 @@ class FitConfig:
     precision: Precision = "32"
     seed: int = 0
     engine: Engine = "dense"
-    schedule: Schedule = "constant"
 
     def __post_init__(self) -> None:
         _check_common("fit", self.steps, self.lr, self.pixel_fraction)
         if self.engine not in ENGINES:
             raise ValueError(f"fit.engine must be one of {ENGINES}, got {self.engine!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"fit.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.pixel_budget < 1:
             raise ValueError(f"fit.pixel_budget must be >= 1, got {self.pixel_budget}")
         object.__setattr__(self, "precision", str(self.precision))  # YAML reads 32 as an int
@@ -170,12 +161,8 @@ class FitConfig:
 
     def result_settings(self) -> dict:
         """The settings that make the fitted clouds what they are, for store keys and manifests: all but
-        ``pixel_budget`` (memory) and ``engine`` (speed), and ``schedule`` when constant, so the keys are
-        those of before these existed."""
-        settings = {name: value for name, value in asdict(self).items() if name not in ("pixel_budget", "engine")}
-        if self.schedule == "constant":
-            settings.pop("schedule")
-        return settings
+        ``pixel_budget`` (memory) and ``engine`` (speed), so the keys are those of before either existed."""
+        return {name: value for name, value in asdict(self).items() if name not in ("pixel_budget", "engine")}
 
 
 @dataclass(frozen=True)

@@ -174,15 +174,12 @@ def fit_group(
     grad = torch.zeros_like(latents)
     latents.grad = grad
     optimiser = adam([latents], fit.lr, group.device)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, fit.steps) if fit.schedule == "cosine" and fit.steps else None
     try:
         with scope, torch.no_grad(), cuda_tf32(fit.precision == "tf32") if cuda else nullcontext():
             for step in range(fit.steps):
                 grad.zero_()
                 gradient.step(latents, grad, group.passes(step))
                 optimiser.step()
-                if schedule is not None:
-                    schedule.step()
                 if on_step is not None:
                     on_step(len(group))
             latents.grad = None
