@@ -330,3 +330,22 @@ def test_one_large_image_on_several_threads_has_the_bits_of_one_thread(threads):
     assert math.ceil(90 * 110 * 0.5 / 2048) > 1  # several blocks per step
     assert torch.equal(results[0].clouds.lat, results[1].clouds.lat)
     assert torch.equal(results[0].psnr, results[1].psnr)
+
+
+def test_a_large_image_steps_through_its_chunks_in_row_major_order(monkeypatch):
+    """Above LOCAL_ORDER_PIXELS per step an image's chunk is laid out row-major (cache locality): same pixels per
+    step, same fit up to the order of the sums."""
+    import arc.field.group as group_module
+
+    image = smooth_images([(40, 50)], 1, seed=2)
+    decoder = new_decoder(FIELD, 1, seed=6)
+    groups, fits = {}, {}
+    for name, threshold in (("permutation", 10**9), ("row-major", 0)):
+        monkeypatch.setattr(group_module, "LOCAL_ORDER_PIXELS", threshold)
+        groups[name] = FieldGroup(image, FIELD, "train", [0], 0, 0.25, 10**6)
+        fits[name] = fit_clouds(image, decoder, FIELD, FitConfig(steps=8), "train", [0])
+    for step in range(4):
+        rows = [groups[name].passes(step)[0] for name in groups]
+        pixels = [groups[name].pixel[p.start : p.stop] for name, p in zip(groups, rows)]
+        assert torch.equal(pixels[0].sort().values, pixels[1]) and not torch.equal(pixels[0], pixels[1])
+    torch.testing.assert_close(fits["row-major"].clouds.lat, fits["permutation"].clouds.lat, rtol=1e-4, atol=1e-6)

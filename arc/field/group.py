@@ -11,8 +11,8 @@ single element-wise optimiser is exactly per-image Adam.
 Pixel schedule (the original code's, thesis App. A): each image's permutation of its P pixels is cut
 into chunks of m = max(1, floor(pixel_fraction * P)); step t supervises chunk
 t mod ceil(P / m). The pixel table is laid out by (chunk count c, phase r,
-image, pixel), so the pixels of step t for all images with c chunks are one
-contiguous slice: a step is a few slices of precomputed tables and no
+image, pixel: permutation order, row-major for a large image), so the pixels
+of step t for all images with c chunks are one contiguous slice: a step is a few slices of precomputed tables and no
 per-image Python work (the tables themselves are built with whole-group
 tensor operations). Slices longer than the pixel budget are split into
 several passes whose gradients accumulate before one optimiser step.
@@ -37,6 +37,7 @@ from arc.field.offsets import offset_statistics, standardise
 from arc.field.prepare import PreparedImages, prepare_images
 
 MIN_MSE = 1e-10  # PSNR is capped at 100 dB for a perfect reconstruction
+LOCAL_ORDER_PIXELS = 2048  # an image supervising more pixels per step has them in row-major order (cache locality)
 
 
 def chunk_size(pixels: int, pixel_fraction: float) -> int:
@@ -125,10 +126,14 @@ class FieldGroup:
         rank = torch.arange(image.numel()) - pixel_start[image]  # position in the image's permutation
         phase = rank // chunk[image]
         chunk_pixels = torch.minimum(chunk[image], pixels[image] - phase * chunk[image])  # the last chunk may be short
-        # rows ordered by (chunk count c, phase r, image); the stable sort keeps permutation order inside
+        # rows ordered by (chunk count c, phase r, image), inside by permutation order, or for an image whose
+        # chunk spans several blocks by pixel (row-major): a block then reads the latents of one strip of the
+        # image, which stay in cache (the step's pixels are the same; only the order of its sums changes)
         most = int(phases.max())
         slot = phases[image] * most + phase  # (c, r) slot, ascending in c then r
-        order = torch.sort(slot * batch + image, stable=True).indices
+        local = chunk[image] > LOCAL_ORDER_PIXELS  # rows of large images: row-major inside their chunk
+        within = torch.where(local, prepared.perm, rank)  # rank: the permutation order, kept for small images
+        order = torch.sort((slot * batch + image) * int(pixels.max()) + within).indices
         image, phase, chunk_pixels, slot = image[order], phase[order], chunk_pixels[order], slot[order]
         pixel = prepared.perm[order]
         row = pixel_start[image] + pixel
