@@ -314,24 +314,6 @@ def test_pretraining_killed_midway_resumes_to_the_same_decoder(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), whole.state_dict().values()))
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_one_large_image_on_several_threads_has_the_bits_of_one_thread(threads):
-    """A single group's blocks run on the threads and are scattered in block order: one thread's result exactly."""
-    image = smooth_images([(90, 110)], 2, seed=5)
-    decoder = new_decoder(FIELD, 2, seed=3)
-    before = torch.get_num_threads()
-    results = []
-    try:
-        for count in (1, threads):
-            torch.set_num_threads(count)
-            results.append(fit_clouds(image, decoder, FIELD, FitConfig(steps=6, pixel_fraction=0.5), "train", [0]))
-    finally:
-        torch.set_num_threads(before)
-    assert math.ceil(90 * 110 * 0.5 / 2048) > 1  # several blocks per step
-    assert torch.equal(results[0].clouds.lat, results[1].clouds.lat)
-    assert torch.equal(results[0].psnr, results[1].psnr)
-
-
 def test_a_large_image_steps_through_its_chunks_in_row_major_order(monkeypatch):
     """Above LOCAL_ORDER_PIXELS per step an image's chunk is laid out row-major (cache locality): same pixels per
     step, same fit up to the order of the sums."""

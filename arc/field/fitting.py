@@ -10,8 +10,7 @@ element-wise, the result of an image does not depend on which images share its g
 
 Execution: on the CPU, groups run concurrently, one per intra-op thread, each with
 single-threaded kernels (small matmul blocks stay in cache and no kernel waits on a
-thread-pool barrier); a single group (a large image) has its pixel blocks computed on the
-threads instead, scattered in block order (the bits of one thread); on CUDA, groups run one after another on the device while the
+thread-pool barrier); on CUDA, groups run one after another on the device while the
 next group is prepared on the CPU (sampling, neighbours, tables: batched tensor kernels) in a background thread.
 """
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -68,8 +66,7 @@ class LatentGradient:
     ``dtype`` is the matmul precision (float32, or bfloat16/float16 on CUDA).
     """
 
-    def __init__(self, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32, micro_batch: int | None = None,
-                 pool: ThreadPoolExecutor | None = None, workers: int = 1) -> None:
+    def __init__(self, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32, micro_batch: int | None = None) -> None:
         nz = decoder.neighbours * decoder.latent_dim
         w1 = decoder.hidden.weight.detach().to(group.device, dtype)
         self.w1_lat = w1[:, :nz].contiguous()  # [hid, nz]
@@ -87,43 +84,29 @@ class LatentGradient:
         if micro_batch is None:
             micro_batch = CPU_MICRO_BATCH if group.device.type == "cpu" else min(group.pixel_budget, GPU_MICRO_BATCH)
         self.micro_batch = max(1, int(micro_batch))
-        self.pool, self.window = pool, 2 * workers  # blocks in flight on the pool
-
-    def block(self, latents: Tensor, sl: slice, loss: bool) -> tuple[Tensor | None, Tensor, Tensor]:
-        """Rows ``sl`` of the pixel table -> (their loss, 0-dim float64, or None; the latent rows they read [M n],
-        int64; d loss / d those latents [M n, z])."""
-        g = self.group
-        idx = g.nbr[sl].reshape(-1)
-        rows = idx.numel() // g.field.neighbours
-        lat = latents.index_select(0, idx).reshape(rows, -1).to(self.dtype)
-        h = torch.addmm(self.b1, g.off[sl].to(self.dtype), self.w1_off_t)
-        h.addmm_(lat, self.w1_lat_t)
-        h.relu_()
-        residual = torch.addmm(self.b2, h, self.w2_t).float() - g.target[sl]
-        weight = g.weight[sl]
-        part = (weight * residual.square()).sum().double() if loss else None
-        dy = (residual * (2.0 * weight)).to(self.dtype)
-        if self.w1_lat_scaled is not None:
-            dlat = torch.ops.aten.threshold_backward(dy.expand_as(h), h, 0.0) @ self.w1_lat_scaled
-        else:
-            dlat = torch.ops.aten.threshold_backward(dy @ self.w2, h, 0.0) @ self.w1_lat
-        return part, idx.long(), dlat.reshape(-1, self.z)  # int32 indices: a slow path of index_add_ on the CPU
 
     def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass, loss: bool = True) -> Tensor | None:
-        """Add d(loss of the pass)/d latents into ``grad`` [K, z]; return the pass loss (0-dim, float64) or None.
-
-        With a ``pool`` (threads running single-threaded kernels) the blocks are computed concurrently and
-        scattered in block order, so the result is bit for bit that of one thread."""
-        total = torch.zeros((), dtype=torch.float64, device=self.group.device) if loss else None
-        blocks = [slice(a, min(a + self.micro_batch, piece.stop)) for a in range(piece.start, piece.stop, self.micro_batch)]
-        if self.pool is None or len(blocks) == 1:
-            parts = (self.block(latents, sl, loss) for sl in blocks)
-        else:
-            parts = in_order(self.pool, lambda sl: self.block(latents, sl, loss), blocks, self.window)
-        for part, idx, dlat in parts:
+        """Add d(loss of the pass)/d latents into ``grad`` [K, z]; return the pass loss (0-dim, float64) or None."""
+        g = self.group
+        total = torch.zeros((), dtype=torch.float64, device=g.device) if loss else None
+        for a in range(piece.start, piece.stop, self.micro_batch):
+            sl = slice(a, min(a + self.micro_batch, piece.stop))
+            idx = g.nbr[sl].reshape(-1)
+            rows = idx.numel() // g.field.neighbours
+            lat = latents.index_select(0, idx).reshape(rows, -1).to(self.dtype)
+            h = torch.addmm(self.b1, g.off[sl].to(self.dtype), self.w1_off_t)
+            h.addmm_(lat, self.w1_lat_t)
+            h.relu_()
+            residual = torch.addmm(self.b2, h, self.w2_t).float() - g.target[sl]
+            weight = g.weight[sl]
             if loss:
-                total += part
-            grad.index_add_(0, idx, dlat.to(grad.dtype))
+                total += (weight * residual.square()).sum().double()
+            dy = (residual * (2.0 * weight)).to(self.dtype)
+            if self.w1_lat_scaled is not None:
+                dlat = torch.ops.aten.threshold_backward(dy.expand_as(h), h, 0.0) @ self.w1_lat_scaled
+            else:
+                dlat = torch.ops.aten.threshold_backward(dy @ self.w2, h, 0.0) @ self.w1_lat
+            grad.index_add_(0, idx.long(), dlat.reshape(-1, self.z).to(grad.dtype))  # int32 indices: a slow path on the CPU
         return total
 
     def step(self, latents: Tensor, grad: Tensor, passes: Sequence[Pass], loss: bool = False) -> Tensor | None:
@@ -132,26 +115,13 @@ class LatentGradient:
         return sum(totals) if loss else None
 
 
-def in_order(pool: ThreadPoolExecutor, fn: Callable, items: Sequence, window: int) -> Iterator:
-    """``fn`` of every item, computed on ``pool`` with at most ``window`` in flight, yielded in item order."""
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def latent_gradient(engine: str, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32,
-                    pool: ThreadPoolExecutor | None = None, workers: int = 1):
-    """The step gradient of ``engine`` ("dense": :class:`LatentGradient`, its blocks on ``pool`` of ``workers``
-    threads when given; "factored": :class:`FactoredGradient`)."""
+def latent_gradient(engine: str, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32):
+    """The step gradient of ``engine`` ("dense": :class:`LatentGradient`, "factored": :class:`FactoredGradient`)."""
     if engine == "factored":
         cpu = group.device.type == "cpu"
         return FactoredGradient(decoder, group, dtype, CPU_MICRO_BATCH if cpu else min(group.pixel_budget, GPU_MICRO_BATCH))
     if engine == "dense":
-        return LatentGradient(decoder, group, dtype, pool=pool, workers=workers)
+        return LatentGradient(decoder, group, dtype)
     raise ValueError(f"fit.engine must be one of {ENGINES}, got {engine!r}")
 
 
@@ -163,19 +133,13 @@ def fit_group(
     ``on_step(len(group))`` is called after every step (progress in image-steps).
     """
     cuda = group.device.type == "cuda"
-    scope, pool, threads = ExitStack(), None, torch.get_num_threads()
-    if group.device.type == "cpu" and threads > 1 and fit.engine == "dense":
-        # one group on several cores (a large image): its blocks on the threads, single-threaded kernels
-        pool = scope.enter_context(ThreadPoolExecutor(max_workers=threads))
-        scope.enter_context(intra_op_threads(1))
-    gradient = latent_gradient(fit.engine, decoder, group, MATMUL_DTYPES[fit.precision] if cuda else torch.float32,
-                               pool, threads)
+    gradient = latent_gradient(fit.engine, decoder, group, MATMUL_DTYPES[fit.precision] if cuda else torch.float32)
     latents = group.latents
     grad = torch.zeros_like(latents)
     latents.grad = grad
     optimiser = adam([latents], fit.lr, group.device)
     try:
-        with scope, torch.no_grad(), cuda_tf32(fit.precision == "tf32") if cuda else nullcontext():
+        with torch.no_grad(), cuda_tf32(fit.precision == "tf32") if cuda else nullcontext():
             for step in range(fit.steps):
                 grad.zero_()
                 gradient.step(latents, grad, group.passes(step))
@@ -183,7 +147,7 @@ def fit_group(
                 if on_step is not None:
                     on_step(len(group))
             latents.grad = None
-        return group.psnr(decoder)  # after the steps: the final decode keeps the multi-threaded kernels
+            return group.psnr(decoder)
     except torch.cuda.OutOfMemoryError as error:
         raise torch.cuda.OutOfMemoryError(
             f"fitting ran out of GPU memory with fit.pixel_budget={group.pixel_budget} pixels per pass (two shards "
