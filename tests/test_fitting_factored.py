@@ -1,4 +1,6 @@
 """The factored engine (fit.engine = "factored") equals the dense engine and autograd, in D = 1, 2, 3."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -58,10 +60,25 @@ def test_fitting_with_either_engine_gives_the_same_clouds():
 
 def test_the_engine_is_a_checked_setting_outside_the_store_key():
     before = {"steps": 500, "lr": 5e-3, "pixel_fraction": 0.25, "precision": "32", "seed": 0}  # the key's fit settings so far
-    assert FitConfig().engine == "dense"
+    assert FitConfig().engine == "auto"
     assert FitConfig().result_settings() == before == FitConfig(engine="factored", pixel_budget=5).result_settings()
+    assert before == FitConfig(engine="dense").result_settings()
     with pytest.raises(ValueError, match="fit.engine must be one of"):
         FitConfig(engine="sparse")
     group, decoder = _group((9, 11), 1, "spacing")
     assert isinstance(latent_gradient("factored", decoder, group), FactoredGradient)
     assert isinstance(latent_gradient("dense", decoder, group), LatentGradient)
+
+
+def test_auto_picks_the_engine_measured_faster_for_the_device_and_group(monkeypatch):
+    import arc.field.fitting as fitting
+
+    group, decoder = _group((9, 11), 1, "spacing")
+    assert fitting.resolve_engine("auto", group, decoder) == "factored"  # the CPU, small tables
+    assert isinstance(latent_gradient("auto", decoder, group), FactoredGradient)
+    assert fitting.resolve_engine("dense", group, decoder) == "dense"
+    table = 2 * len(group.latents) * decoder.neighbours * decoder.hidden.out_features * 4
+    monkeypatch.setattr(fitting, "AUTO_FACTORED_TABLE_BYTES", table - 1)
+    assert fitting.resolve_engine("auto", group, decoder) == "dense"  # tables past the bound: memory stays bounded
+    on_cuda = SimpleNamespace(device=torch.device("cuda"), latents=group.latents)
+    assert fitting.resolve_engine("auto", on_cuda, decoder) == "dense"  # until GPU figures exist

@@ -338,6 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
     channels = int(images[0].shape[0])
     field = FieldConfig(latents_per_pixel=args.latents_per_pixel)
     engines = args.engine.split(",")
+    if not set(engines) <= {"dense", "factored"}:
+        raise SystemExit(f"--engine names the engines to time (dense, factored), got {args.engine!r}")
     fit = FitConfig(steps=args.steps, pixel_budget=args.pixel_budget, precision=args.precision, engine=engines[0],
                     **({} if args.fit_lr is None else {"lr": args.fit_lr}))
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))

@@ -13,8 +13,8 @@ Colour = Literal["standardise", "unit"]
 OffsetMode = Literal["spacing", "per_image"]
 OffsetScale = Union[OffsetMode, float]
 Precision = Literal["32", "tf32", "bf16", "16"]
-Engine = Literal["dense", "factored"]
-ENGINES = ("dense", "factored")
+Engine = Literal["auto", "dense", "factored"]
+ENGINES = ("auto", "dense", "factored")
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,11 @@ class FitConfig:
             The CPU always fits in full float32.
         seed: the seed of every per-image draw; the DataModule sets it to ``data.seed``.
         engine: how the latent gradient is computed: "dense" (the decoder per pixel,
-            :class:`arc.field.fitting.LatentGradient`) or "factored" (the first layer per latent,
-            :class:`arc.field.factored.FactoredGradient`, about a quarter of the arithmetic). The results
-            are equal up to float rounding, so, like ``pixel_budget`` and the device, it is not part of
-            the store key (:meth:`result_settings`).
+            :class:`arc.field.fitting.LatentGradient`), "factored" (the first layer per latent,
+            :class:`arc.field.factored.FactoredGradient`, about a quarter of the arithmetic) or "auto"
+            (:func:`arc.field.fitting.resolve_engine`: the one measured faster for the device and group).
+            The results are equal up to float rounding, so, like ``pixel_budget`` and the device, it is
+            not part of the store key (:meth:`result_settings`).
     """
 
     steps: int = 500
@@ -147,7 +148,7 @@ class FitConfig:
     pixel_budget: int = 4_000_000
     precision: Precision = "32"
     seed: int = 0
-    engine: Engine = "dense"
+    engine: Engine = "auto"
 
     def __post_init__(self) -> None:
         _check_common("fit", self.steps, self.lr, self.pixel_fraction)
