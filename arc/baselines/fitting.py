@@ -22,9 +22,11 @@ cutting the images of one call (one store shard) into ``chains`` contiguous runs
 r-th image of every run at once, each started from the (r-1)-th image of its run (round 0 from the
 shared init). Results therefore depend on ``chains`` and on the shard size (both in the store key).
 
-Execution: images of a batch are packed into groups of about ``pixel_budget`` pixels per step (small
-enough that a group's activations stay in cache); on the CPU the groups run concurrently, one per
-intra-op thread with single-threaded kernels, as :func:`arc.field.fit_clouds` does.
+Execution: images of a batch are packed into groups of about ``pixel_budget`` pixels per step, at least
+one group per intra-op thread; on the CPU the groups run concurrently, one per thread with
+single-threaded kernels, as :func:`arc.field.fit_clouds` does. Fewer, larger groups pay the per-op
+dispatch of a step less often (64 digits on 2 threads: 15.5 images/s with groups of 8,192 pixels, 19.8
+with one group per thread; ``docs/benchmarks.md``).
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ class INRFitConfig:
     init: str = "random"
     chains: int = 64
     seed: int = 0
-    pixel_budget: int = 8192
+    pixel_budget: int = 32768
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
