@@ -4,8 +4,8 @@ The hot loop, on one screen below: :func:`fit_group` runs Adam on a group's late
 gradient of :class:`LatentGradient` ("dense": hand-written through the frozen decoder, no autograd,
 no weight gradients) or of :class:`~arc.field.factored.FactoredGradient` ("factored": the first layer
 per latent); ``fit.engine = "auto"`` picks per device and group (:func:`resolve_engine`). Images are
-packed into groups whose per-step supervised pixel count fits the pixel budget; each group is a :class:`~arc.field.group.FieldGroup` fitted with one Adam over its
-flat latent tensor. Because the loss is the sum of per-image mean squared errors and Adam is
+packed into groups whose per-step supervised pixel count fits the pixel budget; each group is a
+:class:`~arc.field.group.FieldGroup` fitted with one Adam over its flat latent tensor. Because the loss is the sum of per-image mean squared errors and Adam is
 element-wise, the result of an image does not depend on which images share its group.
 
 Execution: on the CPU, groups run concurrently, one per intra-op thread, each with

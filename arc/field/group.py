@@ -12,9 +12,9 @@ Pixel schedule (the original code's, thesis App. A): each image's permutation of
 into chunks of m = max(1, floor(pixel_fraction * P)); step t supervises chunk
 t mod ceil(P / m). The pixel table is laid out by (chunk count c, phase r,
 image, pixel: permutation order, row-major for a large image), so the pixels
-of step t for all images with c chunks are one contiguous slice: a step is a few slices of precomputed tables and no
-per-image Python work (the tables themselves are built with whole-group
-tensor operations). Slices longer than the pixel budget are split into
+of step t for all images with c chunks are one contiguous slice: a step is a
+few slices of precomputed tables and no per-image Python work (the tables
+themselves are built with whole-group tensor operations). Slices longer than the pixel budget are split into
 several passes whose gradients accumulate before one optimiser step.
 
 Loss = sum over images of each image's mean squared error over its
