@@ -331,23 +331,3 @@ def test_a_large_image_steps_through_its_chunks_in_row_major_order(monkeypatch):
         pixels = [groups[name].pixel[p.start : p.stop] for name, p in zip(groups, rows)]
         assert torch.equal(pixels[0].sort().values, pixels[1]) and not torch.equal(pixels[0], pixels[1])
     torch.testing.assert_close(fits["row-major"].clouds.lat, fits["permutation"].clouds.lat, rtol=1e-4, atol=1e-6)
-
-
-def test_a_large_image_keeps_its_latents_in_row_major_order(monkeypatch):
-    """Above ROW_MAJOR_LATENTS_PIXELS the latents are sorted by position (each with its own init): the same cloud."""
-    import arc.field.prepare as prepare_module
-
-    image = smooth_images([(30, 40)], 1, seed=4)
-    prepared, fitted = {}, {}
-    for name, threshold in (("drawn", 10**9), ("row-major", 0)):
-        monkeypatch.setattr(prepare_module, "ROW_MAJOR_LATENTS_PIXELS", threshold)
-        prepared[name] = prepare_images(image, FIELD, 0, "train", [3])
-        fitted[name] = fit(image, [3], steps=6).clouds
-    drawn, sorted_ = prepared["drawn"], prepared["row-major"]
-    key = sorted_.pos[:, 0] * 40 + sorted_.pos[:, 1]
-    assert bool((key[1:] > key[:-1]).all()) and not torch.equal(drawn.pos, sorted_.pos)
-    order = torch.argsort(drawn.pos[:, 0] * 40 + drawn.pos[:, 1])
-    assert torch.equal(drawn.pos[order], sorted_.pos) and torch.equal(drawn.lat[order], sorted_.lat)
-    same = fitted["drawn"]
-    order = torch.argsort(same.pos[:, 0] * 40 + same.pos[:, 1])
-    torch.testing.assert_close(same.lat[order], fitted["row-major"].lat, rtol=1e-4, atol=1e-6)

@@ -29,7 +29,6 @@ from arc.seeding import item_generator
 
 LATENT_INIT = 1e-4
 CHUNK_PIXELS = 1 << 22  # pixels of same-size images prepared together (bounds the temporary memory)
-ROW_MAJOR_LATENTS_PIXELS = 8192  # larger samples keep their latents in row-major order of position
 
 
 @dataclass
@@ -121,25 +120,5 @@ def _prepare_same_size(
         found = sample_neighbours_batch(torch.stack([positions[b] for b in members]), shape, field.neighbours)
         for b, nbr in zip(members, found):
             neighbours[b] = nbr
-    if math.prod(shape) > ROW_MAJOR_LATENTS_PIXELS:
-        positions, latents, neighbours = _row_major_latents(positions, latents, neighbours, shape)
     rows = target.reshape(len(images), channels, -1).transpose(1, 2)  # [B, P, C]
     return list(zip(rows, mean, std, positions, latents, perms, neighbours))
-
-
-def _row_major_latents(
-    positions: list[Tensor], latents: list[Tensor], neighbours: list[Tensor], shape: tuple[int, ...]
-) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-    """Each large sample's latents (positions [k, D], inits [k, z]) in row-major order of position, and its
-    pixels' neighbour indices [P, n] renumbered to match: the same neighbours in the same slots, so the fit is
-    the same up to the order of sums, and a row-major block of pixels (arc.field.group) reads a narrow range
-    of latent rows."""
-    strides = torch.tensor([math.prod(shape[axis + 1 :]) for axis in range(len(shape))], dtype=torch.float64)
-    out: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
-    for pos, lat, nbr in zip(positions, latents, neighbours):
-        order = torch.argsort(pos.double() @ strides)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(len(order))
-        for kept, value in zip(out, (pos[order], lat[order], rank[nbr.long()].to(nbr.dtype))):
-            kept.append(value)
-    return out
