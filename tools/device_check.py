@@ -9,7 +9,8 @@ Entries of ``results`` (each with the ``command`` that reproduces it, ``status``
 - ``fit/<case>/pretrain``: render the case's images into an npz (generated data, once) and pretrain
   a decoder on the train images after the fitted ones (``device_check.py pretrain``);
 - ``fit/<case>/<precision>``: ``tools/bench_fit.py`` with that decoder, for precision 32, tf32, bf16
-  and 16 (images/s, achieved GFLOP/s, matmul peak, PSNR); cases ``strokes28`` (MNIST-like 28x28
+  and 16 (images/s, achieved GFLOP/s, matmul peak, PSNR; at 32 the dense and factored engines side
+  by side, which ``fit.engine: auto`` needs to choose on CUDA); cases ``strokes28`` (MNIST-like 28x28
   strokes), ``shapes32x3``, ``shapes320x3`` and ``full`` (one --full-size square colour image);
 - ``spconv/check``: spconv's submanifold conv against the pure-PyTorch path, forward and backward
   on a random point batch, with timings of both (``device_check.py spconv``); "spconv unavailable"
@@ -216,6 +217,8 @@ def bench_fit_argv(case: FitCase, work: Path, device: str, precision: str, tiny:
     """Arguments of ``tools/bench_fit.py`` for one precision of a case (decoder from its pretrain entry)."""
     argv = ["--source", f"npz:{work / case.name}.npz", "--images", str(case.images), "--steps", str(case.steps),
             "--decoder", f"{work / case.name}.safetensors", "--device", device, "--precision", precision, "--json"]
+    if precision == "32":  # both engines side by side: the figures fit.engine "auto" waits for on CUDA
+        argv += ["--engine", "dense,factored"]
     return argv + (["--peak-size", "256"] if tiny else [])
 
 
