@@ -1,4 +1,4 @@
-"""The original implementation's loops, re-created for same-run speed comparisons (ARC-SPEC §4-5).
+"""The original implementation's loops, re-created for same-run speed comparisons.
 
 The original fits **one image at a time**: per image a fresh latent tensor and a fresh (unfused)
 ``torch.optim.Adam``, and per step the loss of the step's pixel chunk through the decoder under
