@@ -18,10 +18,11 @@ PRECISIONS = ("32", "tf32", "bf16", "16")
 def test_plan_names_every_open_measurement():
     names = device_check.expected_entries(tiny=False, full_size=2048)
     assert names == device_check.expected_entries(tiny=True, full_size=96)
-    wanted = {f"fit/{c}/{p}" for c in CASES for p in ("pretrain", *PRECISIONS)}
+    wanted = {f"fit/{c}/{p}" for c in CASES for p in ("pretrain", *PRECISIONS, "original")}
+    wanted |= {f"fit/{c}/pretrain-original" for c in ("shapes320x3", "full")}
     wanted |= {"spconv/check", "classifier/cifar", "classifier/cifar-deterministic", "classifier/imagenette"}
     assert set(names) == wanted and len(names) == len(wanted)
-    assert device_check.plan(False, 2048)[-1].name == "fit/full"  # the costliest group runs last
+    assert [g.name for g in device_check.plan(False, 2048)][-2:] == ["fit/full", "classifier"]
 
 
 @pytest.mark.slow
@@ -48,6 +49,12 @@ def test_tiny_cpu_run_writes_every_entry_with_numbers(tmp_path):
             for key in ("images_per_s", "achieved_gflops", "matmul_peak_gflops", "psnr_mean", "prepare_images_per_s"):
                 assert isinstance(fit[key], Number) and fit[key] > 0, (case, precision, key)
             assert f"--precision {precision}" in results[f"fit/{case}/{precision}"]["command"]
+        original = results[f"fit/{case}/original"]["result"]
+        assert original["original_images"] >= 1 and original["original_images_per_s"] > 0
+        assert abs(original["original_psnr_diff"]) < 0.05  # the same fit up to rounding
+    for case in ("shapes320x3", "full"):
+        pretraining = results[f"fit/{case}/pretrain-original"]["result"]
+        assert pretraining["stage"] == "pretrain" and pretraining["original_steps_per_s"] > 0
     spconv = results["spconv/check"]["result"]
     assert spconv["pure_forward_ms"] > 0 and spconv["pure_forward_backward_ms"] > 0
     assert spconv["spconv"].startswith("spconv unavailable")  # never used for CPU tensors

@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reference-images", type=int, default=32)
     parser.add_argument("--original-loop", action="store_true",
                         help="also time the original implementation's loops (arc.field.original: one image at a time by "
-                             "autograd; --stage pretrain: its per-image loop inside every step) on the CPU")
+                             "autograd; --stage pretrain: its per-image loop inside every step) on --device")
     parser.add_argument("--latents-per-pixel", type=float, default=0.05)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--peak-size", type=int, default=4096, help="matrix size of the peak-matmul timing")
@@ -436,8 +436,10 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if args.original_loop:
         ref_count = min(args.reference_images, count)
+        _sync(device)
         start = time.perf_counter()
-        orig_psnr = fit_one_at_a_time(images[:ref_count], decoder.cpu(), field, fit, "train", indices[:ref_count])
+        orig_psnr = fit_one_at_a_time(images[:ref_count], decoder, field, fit, "train", indices[:ref_count], device)
+        _sync(device)
         orig_s = time.perf_counter() - start
         result.update(
             original_images=ref_count, original_images_per_s=round(ref_count / orig_s, 3),

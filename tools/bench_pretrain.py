@@ -94,7 +94,8 @@ def bench_pretrain(args, images: list, field: FieldConfig, peak: float, supervis
         if args.original_loop:
             sync(device)
             start = time.perf_counter()
-            _, orig_psnr = pretrain_image_by_image(images, field, pretrain, "train", list(range(count)))
+            _, orig_psnr = pretrain_image_by_image(images, field, pretrain, "train", list(range(count)), device)
+            sync(device)
             seconds = time.perf_counter() - start
             orig_best = min(orig_best, seconds)
             log(f"original loop: {pretrain.steps / seconds:.2f} steps/s, {float(orig_psnr.mean()):.2f} dB")

@@ -12,6 +12,10 @@ Entries of ``results`` (each with the ``command`` that reproduces it, ``status``
   and 16 (images/s, achieved GFLOP/s, matmul peak, PSNR; at 32 the dense and factored engines side
   by side, which ``fit.engine: auto`` needs to choose on CUDA); cases ``strokes28`` (MNIST-like 28x28
   strokes), ``shapes32x3``, ``shapes320x3`` and ``full`` (one --full-size square colour image);
+- ``fit/<case>/original``: the re-created original loop (``arc.field.original``, one image at a time by
+  autograd) on a few of the case's images on the same device, the original's own setting;
+- ``fit/<case>/pretrain-original`` (``shapes320x3`` and ``full``): pretraining on the case's pretrain
+  images by the engine and by the original's per-image loop, side by side;
 - ``spconv/check``: spconv's submanifold conv against the pure-PyTorch path, forward and backward
   on a random point batch, with timings of both (``device_check.py spconv``); "spconv unavailable"
   when spconv does not import (or the tensors are not on CUDA, where it is never used);
@@ -67,6 +71,8 @@ class FitCase:
     steps: int
     pretrain: int
     pretrain_steps: int
+    original_images: int  # images the re-created original loop fits (entry ``fit/<case>/original``)
+    pretrain_vs_original: bool = False  # entry ``fit/<case>/pretrain-original``: pretraining against the original's loop
 
 
 @dataclass(frozen=True)
@@ -96,16 +102,16 @@ def fit_cases(tiny: bool, full_size: int) -> list[FitCase]:
     """
     if tiny:
         return [
-            FitCase("strokes28", "strokes", 28, 1, 8, 4, 4, 4),
-            FitCase("shapes32x3", "shapes", 32, 3, 8, 4, 4, 4),
-            FitCase("shapes320x3", "shapes", 64, 3, 1, 2, 1, 2),  # tiny: smaller than the name says
-            FitCase("full", "shapes", full_size, 3, 1, 2, 1, 2),
+            FitCase("strokes28", "strokes", 28, 1, 8, 4, 4, 4, 2),
+            FitCase("shapes32x3", "shapes", 32, 3, 8, 4, 4, 4, 2),
+            FitCase("shapes320x3", "shapes", 64, 3, 1, 2, 2, 2, 1, True),  # tiny: smaller than the name says
+            FitCase("full", "shapes", full_size, 3, 1, 2, 1, 2, 1, True),
         ]
     return [
-        FitCase("strokes28", "strokes", 28, 1, 4096, 500, 100, 500),
-        FitCase("shapes32x3", "shapes", 32, 3, 4096, 500, 100, 500),
-        FitCase("shapes320x3", "shapes", 320, 3, 64, 500, 8, 500),
-        FitCase("full", "shapes", full_size, 3, 1, 500, 1, 100),
+        FitCase("strokes28", "strokes", 28, 1, 4096, 500, 100, 500, 32),
+        FitCase("shapes32x3", "shapes", 32, 3, 4096, 500, 100, 500, 32),
+        FitCase("shapes320x3", "shapes", 320, 3, 64, 500, 8, 500, 4, True),
+        FitCase("full", "shapes", full_size, 3, 1, 500, 1, 100, 1, True),
     ]
 
 
@@ -117,6 +123,9 @@ def plan(tiny: bool, full_size: int) -> list[Group]:
     def fit_group(name: str, scale: float = 1.0) -> Group:
         entries = [Entry(f"fit/{name}/pretrain", pre_s * scale)]
         entries += [Entry(f"fit/{name}/{p}", fit_s * scale) for p in PRECISIONS]
+        entries.append(Entry(f"fit/{name}/original", fit_s * scale))
+        if cases[name].pretrain_vs_original:
+            entries.append(Entry(f"fit/{name}/pretrain-original", pre_s * scale))
         return Group(f"fit/{cases[name].name}", tuple(entries))
 
     return [
@@ -124,10 +133,10 @@ def plan(tiny: bool, full_size: int) -> list[Group]:
         fit_group("strokes28"),
         fit_group("shapes32x3"),
         fit_group("shapes320x3"),
+        fit_group("full", 1.0 if tiny else 1.5),
         Group("classifier", (Entry("classifier/cifar", 120.0 if tiny else 60.0),
                              Entry("classifier/cifar-deterministic", 120.0 if tiny else 60.0),
                              Entry("classifier/imagenette", 120.0 if tiny else 90.0))),
-        fit_group("full", 1.0 if tiny else 1.5),
     ]
 
 
@@ -213,13 +222,24 @@ def pretrain_case(case: FitCase, work: Path, device: str) -> dict:
             "pretrain_s": round(pretrain_s, 3), "pretrain_psnr_mean": round(float(psnr.mean()), 3)}
 
 
-def bench_fit_argv(case: FitCase, work: Path, device: str, precision: str, tiny: bool) -> list[str]:
-    """Arguments of ``tools/bench_fit.py`` for one precision of a case (decoder from its pretrain entry)."""
-    argv = ["--source", f"npz:{work / case.name}.npz", "--images", str(case.images), "--steps", str(case.steps),
-            "--decoder", f"{work / case.name}.safetensors", "--device", device, "--precision", precision, "--json"]
-    if precision == "32":  # both engines side by side: the figures fit.engine "auto" waits for on CUDA
+def bench_fit_argv(case: FitCase, work: Path, device: str, step: str, tiny: bool) -> list[str]:
+    """Arguments of ``tools/bench_fit.py`` for one entry of a case: a precision (decoder from its pretrain entry),
+    ``original`` (the re-created original loop on ``original_images`` images, with the dense engine on the same
+    images; the full batch's rate is the precision-32 entry's) or ``pretrain-original`` (pretraining on the case's
+    pretrain images by the engine and by the original's loop)."""
+    source = ["--source", f"npz:{work / case.name}.npz", "--device", device, "--json"]
+    source += ["--peak-size", "256"] if tiny else []
+    if step == "pretrain-original":
+        return source + ["--stage", "pretrain", "--images", str(case.pretrain), "--pretrain-steps",
+                         str(case.pretrain_steps), "--original-loop", "--repeats", "1"]
+    images = case.original_images if step == "original" else case.images
+    argv = source + ["--images", str(images), "--steps", str(case.steps), "--decoder", f"{work / case.name}.safetensors"]
+    if step == "original":
+        return argv + ["--engine", "dense", "--original-loop", "--reference-images", str(images)]
+    argv += ["--precision", step]
+    if step == "32":  # both engines side by side: the figures fit.engine "auto" waits for on CUDA
         argv += ["--engine", "dense,factored"]
-    return argv + (["--peak-size", "256"] if tiny else [])
+    return argv
 
 
 def bench_classifier_argv(case: str, device: str, tiny: bool) -> list[str]:

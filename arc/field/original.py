@@ -28,21 +28,25 @@ from arc.field.pretraining import new_decoder
 
 def fit_one_at_a_time(
     images: Sequence[Tensor], decoder: Decoder, field: FieldConfig, fit: FitConfig, split: str, indices: Sequence[int],
+    device: torch.device | str | None = None,
 ) -> Tensor:
-    """Fit each image [C, *S] in [0, 1] alone, as the original does; returns [N] PSNR (dB). The decoder is frozen."""
+    """Fit each image [C, *S] in [0, 1] alone, as the original does, on ``device`` (default: the decoder's); returns
+    [N] PSNR (dB) on the CPU. The decoder is frozen."""
     psnr = []
+    device = next(decoder.parameters()).device if device is None else torch.device(device)
+    decoder = decoder.to(device)
     frozen = [p.requires_grad for p in decoder.parameters()]
     decoder.requires_grad_(False)
     try:
         for image, index in zip(images, indices):
-            group = FieldGroup([image], field, split, [index], fit.seed, fit.pixel_fraction, fit.pixel_budget)
+            group = FieldGroup([image], field, split, [index], fit.seed, fit.pixel_fraction, fit.pixel_budget, device)
             latents = group.latents.detach().clone().requires_grad_(True)
             optimiser = torch.optim.Adam([latents], lr=fit.lr)
             for step in range(fit.steps):
                 optimiser.zero_grad()
                 sum(group.loss(decoder, latents, piece) for piece in group.passes(step)).backward()
                 optimiser.step()
-            psnr.append(group.psnr(decoder, latents.detach()))
+            psnr.append(group.psnr(decoder, latents.detach()).cpu())
     finally:
         for param, flag in zip(decoder.parameters(), frozen):
             param.requires_grad_(flag)
@@ -51,12 +55,14 @@ def fit_one_at_a_time(
 
 def pretrain_image_by_image(
     images: Sequence[Tensor], field: FieldConfig, pretrain: PretrainConfig, split: str, indices: Sequence[int],
+    device: torch.device | str = "cpu",
 ) -> tuple[Decoder, Tensor]:
-    """Pretrain a fresh decoder on ``images`` with the original's per-step loop over images; returns
-    (decoder, [N] PSNR of the jointly fitted images)."""
+    """Pretrain a fresh decoder on ``images`` with the original's per-step loop over images on ``device``; returns
+    (decoder, [N] PSNR of the jointly fitted images, on the CPU)."""
     channels, dims = int(images[0].shape[0]), images[0].dim() - 1
-    decoder = new_decoder(field, channels, pretrain.seed, dims)
-    groups = [FieldGroup([image], field, split, [index], pretrain.seed, pretrain.pixel_fraction, FitConfig.pixel_budget)
+    decoder = new_decoder(field, channels, pretrain.seed, dims).to(device)
+    groups = [FieldGroup([image], field, split, [index], pretrain.seed, pretrain.pixel_fraction, FitConfig.pixel_budget,
+                         device)
               for image, index in zip(images, indices)]
     latents = [group.latents.detach().clone().requires_grad_(True) for group in groups]
     latent_optimisers = [torch.optim.Adam([lat], lr=pretrain.lr) for lat in latents]
@@ -72,5 +78,5 @@ def pretrain_image_by_image(
             total = total + loss
         (total / len(groups)).backward()
         decoder_optimiser.step()
-    psnr = torch.cat([group.psnr(decoder, lat.detach()) for group, lat in zip(groups, latents)])
+    psnr = torch.cat([group.psnr(decoder, lat.detach()).cpu() for group, lat in zip(groups, latents)])
     return decoder.eval(), psnr
