@@ -33,9 +33,9 @@ from arc.data.canvas import CanvasConfig
 from arc.data.images import ImageReadError
 from arc.data.sources.readers import DEFAULT_MAX_PIXELS
 from arc.field.config import FieldConfig, FitConfig
-from arc.field.decoder import Decoder, DecoderMeta, decoder_hash, load_decoder
+from arc.field.decoder import Decoder, DecoderMeta, decoder_hash, latent_start_header, load_decoder, read_latent_start
 from arc.field.errors import DecoderFileError
-from arc.field.fitting import fit_clouds
+from arc.field.fitting import cloud_settings, fit_clouds
 from arc.inputs import MAX_READ_PIXELS, Input, content_index, read_input, skip_reason, training_size
 from arc.model import ARCModel
 from arc.signal_inputs import signal_settings
@@ -60,6 +60,8 @@ def inference_record(module: Any) -> Optional[dict[str, Any]]:
     when there is none to read (no datamodule with a source, field, fit and decoder).
 
     Holds: ``format``, ``decoder`` (state dict, float32 CPU), ``decoder_header`` (:meth:`DecoderMeta.to_json`),
+    ``latent_start`` (the decoder's map for ``fit.init: patch``: ``weight`` and its JSON ``header``; absent when
+    the decoder carries none),
     ``field`` / ``fit`` (dicts), ``preprocess`` (:mod:`arc.inputs`; ``dims``, and for 1-D / 3-D sources their
     reading settings ``signal``, :mod:`arc.signal_inputs`) and ``class_names``.
     """
@@ -81,7 +83,7 @@ def inference_record(module: Any) -> Optional[dict[str, Any]]:
                   "max_pixels": datamodule.source_options.get("max_pixels", DEFAULT_MAX_PIXELS)}
     if dims != 2:
         preprocess["signal"] = signal_settings(datamodule.source)
-    return {
+    record = {
         "format": RECORD_FORMAT,
         "decoder": {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in decoder.state_dict().items()},
         "decoder_header": meta.to_json(),
@@ -90,6 +92,11 @@ def inference_record(module: Any) -> Optional[dict[str, Any]]:
         "preprocess": preprocess,
         "class_names": list(module.names()),
     }
+    if decoder.latent_start is not None:
+        start = decoder.latent_start
+        record["latent_start"] = {"weight": start.weight.contiguous(),
+                                  "header": latent_start_header(start)}
+    return record
 
 
 @dataclass
@@ -171,7 +178,7 @@ class Predictor:
 
     def cache_settings(self, resize: bool = False) -> dict[str, Any]:
         """Everything a fitted cloud depends on besides the image (not ``pixel_budget`` nor ``engine``)."""
-        fit = self.fit.result_settings()
+        fit = cloud_settings(self.fit, self.decoder, self.field)
         return {"decoder": self.meta.hash, "field": asdict(self.field), "fit": fit,
                 "preprocess": self.settings.preprocess, "resize": resize}
 
@@ -298,6 +305,8 @@ def from_checkpoint(path: str | os.PathLike, device: torch.device | str | None =
         meta = DecoderMeta.from_json(record["decoder_header"])
         decoder = Decoder(meta.latent_dim, meta.neighbours, meta.channels, meta.offset_scale, meta.dims)
         decoder.load_state_dict(record["decoder"], strict=True)
+        start = record.get("latent_start") or {}
+        decoder.latent_start = read_latent_start(start.get("weight"), start.get("header"))
     except (KeyError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{path}: the decoder in the checkpoint is broken ({_line(err)})") from err
     check_decoder(path, decoder, meta, checkpoint.get("arc_decoder_hash") or meta.hash)

@@ -30,7 +30,7 @@ from arc.field.colour import check_sample
 from arc.field.config import FieldConfig, FitConfig, PretrainConfig
 from arc.field.decoder import Decoder, DecoderMeta, load_decoder, save_decoder
 from arc.field.errors import DecoderFileError, FieldInputError
-from arc.field.fitting import fit_clouds, intra_op_threads
+from arc.field.fitting import cloud_settings, fit_clouds, intra_op_threads
 from arc.field.pretraining import pretrain_decoder
 from arc.field.sampling import sample_latent_count
 from arc.store import CloudStore, StoreError, decoder_key, default_store_dir, latent_statistics, store_key
@@ -159,12 +159,13 @@ def open_store(
     source: ImageSource, field: FieldConfig, fit: FitConfig, decoder_path: Path, store_root: str | Path, path: Optional[str | Path] = None,
     shard_size: int = 1024,
 ) -> CloudStore:
-    """Create or reopen the store keyed by (source identity, field, fit, decoder hash)."""
-    _, meta = load_decoder(decoder_path)
+    """Create or reopen the store keyed by (source identity, field, fit, decoder hash); with ``fit.init: patch``
+    the key holds the hash of the decoder's latent-start map too (:func:`arc.field.fitting.cloud_settings`)."""
+    decoder, meta = load_decoder(decoder_path)
     if meta.dims != source.dims:
         raise DecoderFileError(f"decoder {decoder_path} decodes {meta.dims}-D samples; the source {source.spec} has "
                                f"{source.dims}-D ones: pretrain a decoder on this source")
-    fit_settings = fit.result_settings()  # not pixel_budget (memory) nor engine (speed)
+    fit_settings = cloud_settings(fit, decoder, field)  # not pixel_budget (memory) nor engine (speed)
     key = store_key(source.identity, asdict(field), fit_settings, meta.hash, meta.dims)
     directory = Path(path) if path is not None else default_store_dir(store_root, source.spec, key)
     return CloudStore.create_or_open(directory, {

@@ -69,4 +69,4 @@ class DecoderPretraining(L.LightningModule):
                                 self.field.neighbours, key="pretrain/reconstruction", step=self.global_step,
                                 originals=self.originals)
         if self.trainer.is_global_zero:
-            save_pretrained(self.output, self.joint.decoder.cpu().eval(), self.trainer.datamodule.source, psnr)
+            save_pretrained(self.output, self.joint.trained_decoder(), self.trainer.datamodule.source, psnr)

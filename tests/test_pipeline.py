@@ -87,6 +87,24 @@ def test_changed_fit_settings_make_a_new_store_but_pixel_budget_does_not(tmp_pat
     assert same.path == store.path
 
 
+def test_fit_init_patch_makes_its_own_store_keyed_by_the_map_and_needs_a_decoder_with_one(tmp_path):
+    from arc.field.decoder import load_decoder, save_decoder
+    from arc.field.errors import FieldInputError
+
+    uniform = _stages(tmp_path)
+    patch = _stages(tmp_path, FitConfig(steps=12, pixel_budget=4096, init="patch"))
+    decoder, _ = load_decoder(uniform.decoder_path if Path(uniform.decoder_path).is_absolute()
+                              else uniform.path / uniform.decoder_path)
+    assert patch.path != uniform.path and patch.decoder_hash == uniform.decoder_hash
+    assert patch.manifest["fit"]["init"] == "patch" and "init" not in uniform.manifest["fit"]
+    assert patch.manifest["fit"]["init_hash"] == decoder.latent_start.hash()
+    assert CloudDataset(patch, "test").psnr.mean() > CloudDataset(uniform, "test").psnr.mean()
+    decoder.latent_start = None  # a decoder pretrained before the map existed
+    save_decoder(tmp_path / "old.safetensors", decoder)
+    with pytest.raises(FieldInputError, match="carries none"):
+        open_store(open_source("shapes", **SHAPES), FIELD, FitConfig(init="patch"), tmp_path / "old.safetensors", tmp_path)
+
+
 def test_unreadable_images_are_counted_skips(tmp_path):
     rng = np.random.default_rng(0)
     for split, count in (("train", 6), ("test", 3)):

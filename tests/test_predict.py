@@ -25,6 +25,7 @@ from arc.data.sources import open_source
 from arc.export import main as export_main
 from arc.field.fitting import fit_clouds
 from arc.inference import ModelFileError
+from arc.inputs import content_index
 from arc.predict import main as predict_main
 
 DATA = Path(__file__).parent / "data"
@@ -136,6 +137,24 @@ def test_an_exported_bundle_predicts_as_the_checkpoint(trained, tmp_path):
     ours = arc.load(bundle, device="cpu").predict(paths, cache=False)
     theirs = arc.load(trained.ckpt, device="cpu").predict(paths, cache=False)
     assert torch.equal(ours.probs, theirs.probs) and ours.pred == theirs.pred
+
+
+def test_the_latent_start_map_travels_in_checkpoints_and_bundles_and_keys_the_cache(trained, tmp_path):
+    from dataclasses import replace
+
+    assert export_main([str(trained.ckpt), str(tmp_path / "bundle")]) == 0
+    uniform = arc.load(trained.ckpt, device="cpu")
+    start = uniform.decoder.latent_start
+    assert start is not None and arc.load(tmp_path / "bundle", device="cpu").decoder.latent_start.hash() == start.hash()
+    patch = arc.load(tmp_path / "bundle", device="cpu")
+    patch.fit = replace(patch.fit, init="patch")
+    assert patch.cache_settings()["fit"]["init_hash"] == start.hash() and "init" not in uniform.cache_settings()["fit"]
+    paths = sorted(trained.images.glob("0*.png"))
+    images = [patch.read(p)[0] for p in paths]
+    indices = [content_index(patch.read(p)[1]) for p in paths]
+    expected = fit_clouds(images, patch.decoder, patch.field, patch.fit, "predict", indices)
+    got = patch.predict(paths, cache=False)
+    torch.testing.assert_close(torch.tensor(got.psnr), expected.psnr.float(), rtol=0, atol=1e-4)
 
 
 def test_a_tampered_bundle_or_a_foreign_file_fails_with_one_line(trained, tmp_path, capsys):

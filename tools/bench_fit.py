@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--precision", default="32", choices=list(MATMUL_DTYPES))
     parser.add_argument("--engine", default="dense", help="fit.engine, or several separated by commas to compare")
     parser.add_argument("--fit-lr", type=float, help="fit.lr, the latents' Adam rate (default FitConfig's)")
+    parser.add_argument("--fit-init", choices=("uniform", "patch"), default="uniform",
+                        help="fit.init, where the latents start (patch: the decoder's map; its cost is in the timing)")
     parser.add_argument("--reference-loop", action="store_true")
     parser.add_argument("--reference-images", type=int, default=32)
     parser.add_argument("--original-loop", action="store_true",
@@ -314,6 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="--inr, --stage pretrain, several --engine: alternate the runs this often, keep the best")
     parser.add_argument("--init", default="random", choices=["shared", "random", "transfer"], help="--inr: initialisation")
     args = parser.parse_args(argv)
+    if args.fit_init != "uniform" and (args.reference_loop or args.original_loop):
+        parser.error("--fit-init patch: the reference and original loops start from the uniform start only")
     if args.make_strokes:
         write_strokes_npz(args.make_strokes)
         return {"written": args.make_strokes}
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not set(engines) <= {"dense", "factored"}:
         raise SystemExit(f"--engine names the engines to time (dense, factored), got {args.engine!r}")
     fit = FitConfig(steps=args.steps, pixel_budget=args.pixel_budget, precision=args.precision, engine=engines[0],
-                    **({} if args.fit_lr is None else {"lr": args.fit_lr}))
+                    init=args.fit_init, **({} if args.fit_lr is None else {"lr": args.fit_lr}))
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     if args.inr:
         result = bench_inr(args, images, log)
@@ -409,6 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": list(images[0].shape),
         "steps": args.steps,
         "fit_lr": fit.lr,
+        "fit_init": fit.init,
         "pixel_budget": args.pixel_budget,
         "pretrain_s": round(pretrain_s, 3),
         "fit_s": round(fit_s, 3),

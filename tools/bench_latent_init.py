@@ -6,7 +6,9 @@
 
 The map (:class:`arc.field.latent_init.PatchInit`) is learned from ``--learn-images`` train images fitted the
 usual way (``--learn-steps`` steps, uniform start) with the same decoder; the ``--images`` first train images,
-none of them among those, are then fitted for each step count from both starts. Prints one JSON line.
+none of them among those, are then fitted for each step count from both starts, and from the map the decoder
+learned at the end of its pretraining (``pretrained``, what ``fit.init: patch`` uses) when it carries one.
+Prints one JSON line.
 """
 from __future__ import annotations
 
@@ -54,12 +56,15 @@ def main(argv: list[str] | None = None) -> dict:
     init = PatchInit.learn(learn_images, fitted.clouds, field.colour, args.radius, args.ridge)
     learn_s = time.perf_counter() - start
     images = [split[i][0] for i in range(args.images)]
-    psnr: dict[str, dict[str, float]] = {"uniform": {}, "patch": {}}
+    starts = {"uniform": None, "patch": init}
+    if decoder.latent_start is not None:
+        starts["pretrained"] = decoder.latent_start
+    psnr: dict[str, dict[str, float]] = {name: {} for name in starts}
     for steps in [int(s) for s in args.steps.split(",")]:
-        for name in psnr:
+        for name, start in starts.items():
             group = FieldGroup(images, field, "train", list(range(args.images)), 0, 0.25, FitConfig.pixel_budget)
-            if name == "patch":
-                init.start(group, images)
+            if start is not None:
+                start.start(group, images)
             psnr[name][str(steps)] = round(float(fit_group(group, decoder, FitConfig(steps=steps)).mean()), 3)
     result = {"source": args.source, "images": args.images, "learn_images": args.learn_images,
               "learn_steps": args.learn_steps, "radius": args.radius, "ridge": args.ridge, "learn_s": round(learn_s, 2),

@@ -15,6 +15,8 @@ OffsetScale = Union[OffsetMode, float]
 Precision = Literal["32", "tf32", "bf16", "16"]
 Engine = Literal["auto", "dense", "factored"]
 ENGINES = ("auto", "dense", "factored")
+LatentStart = Literal["uniform", "patch"]
+LATENT_STARTS = ("uniform", "patch")
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,11 @@ class FitConfig:
             (:func:`arc.field.fitting.resolve_engine`: the one measured faster for the device and group).
             The results are equal up to float rounding, so, like ``pixel_budget`` and the device, it is
             not part of the store key (:meth:`result_settings`).
+        init: where the latents start: "uniform" (U(±1e-4), the paper's) or "patch" (the map from the 5x5
+            patch around each latent that the decoder learned at the end of its pretraining,
+            :mod:`arc.field.latent_init`; images only): a rough fit before the first step, so fewer
+            steps reach the same PSNR. It changes the clouds, so it is part of the store key when not
+            "uniform" (with the map's hash, :func:`arc.field.fitting.cloud_settings`).
     """
 
     steps: int = 500
@@ -149,9 +156,12 @@ class FitConfig:
     precision: Precision = "32"
     seed: int = 0
     engine: Engine = "auto"
+    init: LatentStart = "uniform"
 
     def __post_init__(self) -> None:
         _check_common("fit", self.steps, self.lr, self.pixel_fraction)
+        if self.init not in LATENT_STARTS:
+            raise ValueError(f"fit.init must be one of {LATENT_STARTS}, got {self.init!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"fit.engine must be one of {ENGINES}, got {self.engine!r}")
         if self.pixel_budget < 1:
@@ -162,8 +172,12 @@ class FitConfig:
 
     def result_settings(self) -> dict:
         """The settings that make the fitted clouds what they are, for store keys and manifests: all but
-        ``pixel_budget`` (memory) and ``engine`` (speed), so the keys are those of before either existed."""
-        return {name: value for name, value in asdict(self).items() if name not in ("pixel_budget", "engine")}
+        ``pixel_budget`` (memory) and ``engine`` (speed), and ``init`` only when it is not "uniform", so the
+        keys are those of before any of them existed."""
+        settings = {name: value for name, value in asdict(self).items() if name not in ("pixel_budget", "engine")}
+        if self.init == "uniform":
+            del settings["init"]
+        return settings
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ D = 2: (d_row, d_col)), or standardised per image when the decoder's ``offset_sc
 "per_image". The checkpoint records both; the content hash covers the offset scale when it is
 not the default "spacing" and D when it is not 2, so the hashes of 2-D "spacing" decoders are
 those of before either option.
+
+A decoder pretrained on images carries the map that starts its latents for ``fit.init: patch``
+(``latent_start``, :class:`arc.field.latent_init.PatchInit`): the checkpoint holds it as the tensor
+``latent_start.weight`` and the header entry ``latent_start``; it is outside the content hash (it is
+learned from the same pretraining, and stores fitted with it record its own hash).
 """
 from __future__ import annotations
 
@@ -23,9 +28,11 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from arc.field.errors import DecoderFileError
+from arc.field.latent_init import PatchInit
 from arc.files import atomic_write
 
 FORMAT = "arc-decoder/1"
+LATENT_START = "latent_start"  # the header entry and tensor-name prefix of the latent-start map
 OFFSET_SCALES = ("spacing", "per_image")
 DIMS = (1, 2, 3)
 
@@ -35,7 +42,8 @@ class Decoder(nn.Module):
 
     ``offset_scale`` is how its input offsets are scaled: "spacing" (divided by one dataset constant s)
     or "per_image" (``FieldConfig.offset_mode``); ``dims`` is D, the spatial dimensions of the samples
-    it decodes (images: 2), so each offset has D values.
+    it decodes (images: 2), so each offset has D values. ``latent_start``: the map that starts latents for
+    ``fit.init: patch`` (learned by pretraining on images), or None.
     """
 
     def __init__(self, latent_dim: int = 32, neighbours: int = 4, channels: int = 1, offset_scale: str = "spacing",
@@ -55,6 +63,7 @@ class Decoder(nn.Module):
         width = self.in_features
         self.hidden = nn.Linear(width, width)
         self.out = nn.Linear(width, self.channels)
+        self.latent_start: PatchInit | None = None
 
     @property
     def in_features(self) -> int:
@@ -160,8 +169,29 @@ def save_decoder(path: str | os.PathLike, decoder: Decoder, meta: DecoderMeta | 
     if not meta.describes(decoder):
         raise ValueError(f"the record (hash {meta.hash[:12]}) does not describe the decoder being saved")
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in decoder.state_dict().items()}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta.to_json()))
+    header = meta.to_json()
+    if decoder.latent_start is not None:
+        tensors[f"{LATENT_START}.weight"] = decoder.latent_start.weight.detach().to("cpu", torch.float32).contiguous()
+        header[LATENT_START] = latent_start_header(decoder.latent_start)
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
     return meta.hash
+
+
+def latent_start_header(start: PatchInit) -> str:
+    """The JSON header entry of a latent-start map (what its weight alone does not say)."""
+    return json.dumps({"radius": start.radius, "colour": start.colour})
+
+
+def read_latent_start(weight: Tensor | None, header: str | None) -> PatchInit | None:
+    """The latent-start map from its saved ``weight`` and JSON ``header`` entry (None when neither is there);
+    ValueError when only one of them is, or the entry is broken."""
+    if weight is None and header is None:
+        return None
+    if weight is None or header is None:
+        raise ValueError(f"the latent-start map is incomplete (weight {'missing' if weight is None else 'present'}, "
+                         f"header entry {'missing' if header is None else 'present'})")
+    entry = json.loads(header)
+    return PatchInit(weight.float(), int(entry["radius"]), str(entry["colour"]))
 
 
 def load_decoder(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Decoder, DecoderMeta]:
@@ -183,7 +213,9 @@ def load_decoder(path: str | os.PathLike, device: torch.device | str = "cpu") ->
     try:
         meta = DecoderMeta.from_json(header)
         decoder = Decoder(meta.latent_dim, meta.neighbours, meta.channels, meta.offset_scale, meta.dims)
+        start = tensors.pop(f"{LATENT_START}.weight", None)
         decoder.load_state_dict(tensors, strict=True)
+        decoder.latent_start = read_latent_start(start, header.get(LATENT_START))
     except (KeyError, ValueError, RuntimeError) as err:
         raise DecoderFileError(f"{path} has inconsistent decoder metadata or tensors: {err}") from err
     digest = decoder_hash(decoder)

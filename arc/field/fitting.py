@@ -32,6 +32,7 @@ from arc.field.decoder import Decoder
 from arc.field.errors import FieldInputError
 from arc.field.factored import FactoredGradient
 from arc.field.group import FieldGroup, Pass, chunk_size
+from arc.field.latent_init import PatchInit
 
 Progress = Callable[[int, Tensor], None]
 
@@ -193,6 +194,34 @@ def pack_groups(sizes: Sequence[Sequence[int]], pixel_fraction: float, pixel_bud
     return groups
 
 
+def latent_start(fit: FitConfig, decoder: Decoder, field: FieldConfig) -> Optional[PatchInit]:
+    """The map that starts the latents under ``fit.init`` ("patch": the decoder's; "uniform": None, the groups'
+    own start). FieldInputError when "patch" has no map to use: a decoder pretrained on 1-D or 3-D samples, or
+    before pretraining learned one, or a map read in another colour mode than ``field.colour``."""
+    if fit.init == "uniform":
+        return None
+    start = decoder.latent_start
+    if start is None:
+        raise FieldInputError(
+            "fit.init 'patch' starts the latents from the map the decoder learned at the end of its pretraining, and "
+            "this decoder carries none (it decodes 1-D or 3-D samples, or was pretrained before arc learned the map): "
+            "pretrain a decoder anew (delete its file) or set fit.init: uniform")
+    if start.colour != field.colour:
+        raise FieldInputError(f"the decoder's latent-start map reads patches in colour mode {start.colour!r}, the "
+                              f"field has {field.colour!r}")
+    return start
+
+
+def cloud_settings(fit: FitConfig, decoder: Decoder, field: FieldConfig) -> dict:
+    """The fit settings a cloud depends on, for store and cache keys: :meth:`FitConfig.result_settings`, and with
+    ``fit.init: patch`` the hash of the decoder's map (``init_hash``, not covered by the decoder's own hash)."""
+    settings = fit.result_settings()
+    start = latent_start(fit, decoder, field)
+    if start is not None:
+        settings["init_hash"] = start.hash()
+    return settings
+
+
 def fit_clouds(
     images: Sequence[Tensor],
     decoder: Decoder,
@@ -208,7 +237,8 @@ def fit_clouds(
     """Fit one latent cloud per image [C, H, W] in [0, 1] against the frozen ``decoder``; in general per sample
     [C, *S] with D = len(S) = ``decoder.dims`` spatial axes.
 
-    Seeds come from (fit.seed, split, indices[i]); labels default to -1. ``progress(images_done,
+    The latents start where ``fit.init`` says (:func:`latent_start`). Seeds come from (fit.seed, split,
+    indices[i]); labels default to -1. ``progress(images_done,
     psnr_of_that_group)`` is called after every group, in order, and ``on_step(images_in_group)``
     after every optimisation step of a group (possibly from worker threads). Returns clouds in input order.
     On the CPU, groups are fitted concurrently, one per intra-op thread.
@@ -228,15 +258,19 @@ def fit_clouds(
             f"decoder (z={decoder.latent_dim}, n={decoder.neighbours}, offsets {decoder.offset_scale}) does not "
             f"match the field (z={field.latent_dim}, n={field.neighbours}, offset_scale {field.offset_scale!r})"
         )
+    start = latent_start(fit, decoder, field)
     device = _device(device)
     if next(decoder.parameters()).device != device:
         decoder = copy.deepcopy(decoder).to(device)  # the caller's decoder stays where it is
 
     def prepare(members: list[int]) -> FieldGroup:
-        return FieldGroup(
+        group = FieldGroup(
             [images[i] for i in members], field, split, [indices[i] for i in members],
             fit.seed, fit.pixel_fraction, fit.pixel_budget, device,
         )
+        if start is not None:
+            start.start(group, [images[i] for i in members])
+        return group
 
     def run(group: FieldGroup, members: list[int]) -> tuple[CloudBatch, Tensor]:
         psnr = fit_group(group, decoder, fit, on_step)

@@ -25,6 +25,7 @@ from arc.field.decoder_grad import JointGradient
 from arc.field.errors import FieldInputError
 from arc.field.fitting import adam, cuda_tf32, intra_op_threads
 from arc.field.group import FieldGroup
+from arc.field.latent_init import PatchInit
 from arc.files import atomic_write
 from arc.seeding import item_seed
 
@@ -60,6 +61,8 @@ class JointTraining(nn.Module):
         if not images:
             raise FieldInputError("decoder pretraining needs at least one image")
         self.lr = pretrain.lr
+        self.images = list(images)
+        self.colour = field.colour
         self.group = FieldGroup(images, field, split, indices, pretrain.seed, pretrain.pixel_fraction, pixel_budget, device)
         self.decoder = new_decoder(field, self.group.channels, pretrain.seed, self.group.dims).to(self.group.device)
         self.latents = nn.Parameter(self.group.latents.detach().clone())
@@ -101,6 +104,14 @@ class JointTraining(nn.Module):
         """The current clouds (CPU)."""
         return self.group.clouds(self.latents)
 
+    def trained_decoder(self) -> Decoder:
+        """The decoder as trained so far (CPU, eval mode), carrying the latent-start map learned from the current
+        latents when the samples are images (``fit.init: patch``, :class:`PatchInit`)."""
+        decoder = self.decoder.eval().cpu()
+        if self.group.dims == 2:
+            decoder.latent_start = PatchInit.learn(self.images, self.clouds(), self.colour)
+        return decoder
+
 
 def save_progress(path: Path, step: int, training: JointTraining, optimiser: torch.optim.Optimizer) -> None:
     """Write the state after ``step`` steps (decoder, latents, Adam) atomically to ``path``."""
@@ -138,7 +149,8 @@ def pretrain_decoder(
     ``progress(step, loss)`` after each step. With ``checkpoint``, the state is saved there every
     ``checkpoint_every`` steps and a run resumes from it: a step depends only on (seed, step) and the
     state, so a resumed run gives the same decoder bits as an uninterrupted one; the file is removed at
-    the end. Returns (decoder on CPU, eval mode, [B] PSNR of the jointly fitted images).
+    the end. Returns (decoder on CPU, eval mode, with its latent-start map for images
+    (:meth:`JointTraining.trained_decoder`), [B] PSNR of the jointly fitted images).
     """
     training = JointTraining(images, field, pretrain, split, indices, pixel_budget, device)
     optimiser = training.optimiser()
@@ -154,4 +166,4 @@ def pretrain_decoder(
     psnr = training.psnr()
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
-    return training.decoder.eval().cpu(), psnr
+    return training.trained_decoder(), psnr
