@@ -6,6 +6,7 @@ from arc.field.decoder import Decoder, DecoderMeta, decoder_hash, load_decoder, 
 from arc.field.errors import DecoderFileError, FieldInputError
 from arc.field.fitting import FitResult, LatentGradient, fit_clouds, fit_group, pack_groups
 from arc.field.group import FieldGroup, Pass
+from arc.field.latent_init import PatchInit
 from arc.field.neighbours import nearest_latents, pixel_grid, pixel_neighbours, sample_grid, sample_neighbours
 from arc.field.pretraining import JointTraining, new_decoder, pretrain_decoder
 from arc.field.sampling import gradient_norm, latent_count, sample_latent_count, sample_positions
@@ -22,6 +23,7 @@ __all__ = [
     "JointTraining",
     "LatentGradient",
     "Pass",
+    "PatchInit",
     "PretrainConfig",
     "check_sample",
     "decode_queries",
