@@ -8,11 +8,13 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
 def _keep_freed_blocks() -> None:
-    """Ask glibc's malloc to keep freed blocks up to 32 MiB (and 256 MiB of free heap top) for reuse.
+    """Ask glibc's malloc to keep freed blocks up to 64 MiB (and 256 MiB of free heap top) for reuse.
 
     By default blocks above 128 KiB are mapped and unmapped per allocation, so every step's fresh
     activations page-fault again: 1,438 faults per step and 3.2x the time for a SIREN group on one thread
-    (``docs/benchmarks.md``, "Page faults"). Only on glibc; a ``MALLOC_MMAP_THRESHOLD_`` or
+    (``docs/benchmarks.md``, "Page faults"). 64 MiB, not 32, so that autograd activations of a 427x640
+    photo (68k x 136 floats, 37 MB) are reused too: 0.3-0.6 M faults instead of 7-8 M and 1.7x faster in the
+    re-created original loop (``docs/benchmarks.md``, session 7). Only on glibc; a ``MALLOC_MMAP_THRESHOLD_`` or
     ``MALLOC_TRIM_THRESHOLD_`` the user set wins.
     """
     import platform
@@ -26,7 +28,7 @@ def _keep_freed_blocks() -> None:
 
     mallopt = ctypes.CDLL(None).mallopt
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
-    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_mmap_threshold, 64 << 20)
     mallopt(m_trim_threshold, 256 << 20)
 
 
