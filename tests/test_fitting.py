@@ -21,6 +21,7 @@ from arc.field import (
     to_fit_space,
 )
 from arc.field.fitting import cuda_tf32
+from arc.field.group import z_order
 from arc.field.prepare import prepare_images
 from arc.seeding import item_generator
 
@@ -314,20 +315,32 @@ def test_pretraining_killed_midway_resumes_to_the_same_decoder(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), whole.state_dict().values()))
 
 
-def test_a_large_image_steps_through_its_chunks_in_row_major_order(monkeypatch):
-    """Above LOCAL_ORDER_PIXELS per step an image's chunk is laid out row-major (cache locality): same pixels per
-    step, same fit up to the order of the sums."""
+def test_a_large_image_steps_through_its_chunks_in_z_order(monkeypatch):
+    """Above LOCAL_ORDER_PIXELS per step an image's chunk is laid out in Z-order of its grid (cache locality): same
+    pixels per step, same fit up to the order of the sums."""
     import arc.field.group as group_module
 
     image = smooth_images([(40, 50)], 1, seed=2)
     decoder = new_decoder(FIELD, 1, seed=6)
     groups, fits = {}, {}
-    for name, threshold in (("permutation", 10**9), ("row-major", 0)):
+    for name, threshold in (("permutation", 10**9), ("z-order", 0)):
         monkeypatch.setattr(group_module, "LOCAL_ORDER_PIXELS", threshold)
         groups[name] = FieldGroup(image, FIELD, "train", [0], 0, 0.25, 10**6)
         fits[name] = fit_clouds(image, decoder, FIELD, FitConfig(steps=8), "train", [0])
     for step in range(4):
         rows = [groups[name].passes(step)[0] for name in groups]
         pixels = [groups[name].pixel[p.start : p.stop] for name, p in zip(groups, rows)]
-        assert torch.equal(pixels[0].sort().values, pixels[1]) and not torch.equal(pixels[0], pixels[1])
-    torch.testing.assert_close(fits["row-major"].clouds.lat, fits["permutation"].clouds.lat, rtol=1e-4, atol=1e-6)
+        assert torch.equal(pixels[0].sort().values, pixels[1].sort().values) and not torch.equal(pixels[0], pixels[1])
+        row, col = pixels[1] // 50, pixels[1] % 50
+        assert torch.equal(z_order(torch.stack([row, col], 1)).diff().sign(), torch.ones(len(row) - 1, dtype=torch.long))
+    torch.testing.assert_close(fits["z-order"].clouds.lat, fits["permutation"].clouds.lat, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_z_order_interleaves_the_bits_of_the_coordinates(dims):
+    coords = torch.cartesian_prod(*[torch.arange(4)] * dims).reshape(-1, dims)
+    codes = z_order(coords)
+    assert torch.equal(codes.sort().values, torch.arange(4**dims))  # a bijection of the 4^D cells
+    first_cell = codes < 2**dims  # the first 2^D codes fill the unit cube at the origin
+    assert torch.equal(coords[first_cell].amax(0), torch.ones(dims, dtype=torch.long))
+    assert int(z_order(torch.tensor([[0, 1]]))) == 1 and int(z_order(torch.tensor([[1, 0]]))) == 2

@@ -1,22 +1,24 @@
 """The gradient of a group's loss w.r.t. the decoder's weights and the latents, written by hand.
 
-The kernels of fitting (:class:`arc.field.fitting.LatentGradient`) plus one more matmul per layer
-for the weight gradients, on blocks of pixels small enough to stay in cache; no autograd graph.
-With x = [lat; off] [M, F] the inputs of a block, per block
+The kernels of the factored fitting engine (:class:`arc.field.factored.FactoredGradient`: the first layer
+applied per latent through the table Q = latents x P, P the [z, nW] rearranged latent part of W1) plus
+the weight gradients, on blocks of pixels whose tables stay in cache; no autograd graph. Per block, with
+``lat`` [u, z] the latents it reads, ``off`` [M, nD] its offsets:
 
-    forward   h = relu(x W1^T + b1) [M, W],  y = h W2^T + b2 [M, C]
+    forward   h = relu(sum_j Q[k_j, j] + W1_off off + b1) [M, W],  y = h W2^T + b2 [M, C]
     backward  dy = 2 weight (y - target) [M, C]
               dW2 += dy^T h,  db2 += sum dy,  dh = (dy W2) * (h > 0) [M, W]
-              dW1 += dh^T x,  db1 += sum dh,  dlat = dh W1[:, :nz] scattered by ``index_add_``
+              dW1_off += dh^T off,  db1 += sum dh,  G = dh summed per table row [u, nW]
+              dP += lat^T G,  dlat = G P^T, added into the block's latents
 
 (``weight`` = 1 / (chunk pixels * C) per pixel, so the loss is the sum of per-image mean squared
-errors, :meth:`arc.field.group.FieldGroup.loss`). The gradients are those of autograd up to the
-rounding of sums taken in another order.
+errors, :meth:`arc.field.group.FieldGroup.loss`); dP is rearranged into the latent part of dW1 at the
+end of a pass. The gradients are those of autograd up to the rounding of sums taken in another order.
 
-On the CPU a pass is cut into ``LANES`` contiguous lanes, each accumulated into its own gradient
+On the CPU a pass is cut into ``LANES`` contiguous lanes, each accumulated into its own weight-gradient
 buffers by single-threaded kernels (lanes run concurrently on the intra-op threads: no kernel waits
-on a thread-pool barrier) and the lanes are summed in a fixed order, so the result does not depend on
-the number of threads.
+on a thread-pool barrier); the lanes' sums and the blocks' latent gradients are added in a fixed order,
+so the result does not depend on the number of threads.
 """
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ from contextlib import ExitStack
 
 import torch
 from torch import Tensor
+from torch.nn import functional
 
 from arc.field.decoder import Decoder
+from arc.field.factored import Block, pixel_blocks
 from arc.field.fitting import CPU_MICRO_BATCH, GPU_MICRO_BATCH, intra_op_threads
 from arc.field.group import FieldGroup, Pass
 
@@ -39,74 +43,98 @@ class JointGradient:
     on the CPU, the pixel budget up to 2^20 on CUDA).
 
     The weights are read at every call (they change between optimiser steps); the ``.grad`` tensors of the
-    decoder's parameters must exist before the first call.
+    decoder's parameters must exist before the first call. A pass's blocks are computed at its first call and
+    kept (32 bytes per pixel).
     """
 
     def __init__(self, decoder: Decoder, group: FieldGroup, micro_batch: int | None = None) -> None:
         self.decoder = decoder
         self.group = group
-        self.nz = decoder.neighbours * decoder.latent_dim
+        self.n, self.z = decoder.neighbours, decoder.latent_dim
         cpu = group.device.type == "cpu"
         if micro_batch is None:
             micro_batch = CPU_MICRO_BATCH if cpu else min(group.pixel_budget, GPU_MICRO_BATCH)
         self.micro_batch = max(1, int(micro_batch))
         self.lanes = LANES if cpu else 1
-        self._buffers: list[list[Tensor]] = []  # lanes 1.. : [grad, dW1, db1, dW2, db2]
+        self._blocks: dict[tuple[int, int], list[Block]] = {}
 
-    def _targets(self, grad: Tensor) -> list[list[Tensor]]:
-        params = [self.decoder.hidden.weight, self.decoder.hidden.bias, self.decoder.out.weight, self.decoder.out.bias]
-        if len(self._buffers) != self.lanes - 1 or (self._buffers and self._buffers[0][0].shape != grad.shape):
-            self._buffers = [[torch.zeros_like(grad), *(torch.zeros_like(p) for p in params)] for _ in range(self.lanes - 1)]
-        return [[grad, *(p.grad for p in params)], *self._buffers]
+    def lane_blocks(self, piece: Pass) -> list[list[Block]]:
+        """The pass cut into lanes of blocks (computed at the first call and kept)."""
+        bounds = [piece.start + piece.size * j // self.lanes for j in range(self.lanes + 1)]
+        lanes = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if b > a:
+                if (a, b) not in self._blocks:
+                    self._blocks[(a, b)] = pixel_blocks(self.group.nbr, Pass(a, b), self.micro_batch)
+                lanes.append(self._blocks[(a, b)])
+        return lanes
 
     @torch.no_grad()
     def accumulate(self, latents: Tensor, grad: Tensor, piece: Pass, threads: int | None = None) -> Tensor:
         """Add the pass's gradients into the decoder's ``.grad`` and ``grad`` [K, z] with up to ``threads``
         threads (default: the intra-op thread count); return the pass loss (0-dim, float64)."""
-        targets = self._targets(grad)
-        bounds = [piece.start + piece.size * j // self.lanes for j in range(self.lanes + 1)]
-        lanes = [(Pass(a, b), out) for a, b, out in zip(bounds[:-1], bounds[1:], targets) if b > a]
-        own = [out for _, out in lanes if out is not targets[0]]  # the lanes' own buffers, in lane order
-        for out in own:
-            for t in out:
-                t.zero_()
+        hidden, out = self.decoder.hidden, self.decoder.out
+        nz, width = self.n * self.z, hidden.out_features
+        w1 = hidden.weight.detach()
+        # project[c, j W + o] = W1[o, j z + c]: latents [k, z] @ project = Q [k, n, W] flattened
+        project = w1[:, :nz].reshape(width, self.n, self.z).permute(2, 1, 0).reshape(self.z, self.n * width).contiguous()
+        weights = (project, w1[:, nz:].t(), hidden.bias.detach(), out.weight.detach(), out.bias.detach())
         latents = latents.detach()
+        lanes = self.lane_blocks(piece)
         threads = torch.get_num_threads() if threads is None else threads
-        workers = min(threads, len(lanes), -(-piece.size // self.micro_batch))  # a thread per block at most
+        workers = min(threads, len(lanes), sum(len(blocks) for blocks in lanes))  # a thread per block at most
         with ExitStack() as stack:
             if self.lanes > 1:  # single-threaded kernels: their bits do not depend on the thread count either
                 stack.enter_context(intra_op_threads(1))
             if workers > 1:
                 pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
-                losses = list(pool.map(lambda lane: self._lane(latents, *lane), lanes))
+                results = list(pool.map(lambda blocks: self._lane(latents, blocks, weights), lanes))
             else:
-                losses = [self._lane(latents, *lane) for lane in lanes]
-        for out in own:  # in lane order: the sums do not depend on the threads
-            for total, part in zip(targets[0], out):
-                total.add_(part)
-        return torch.stack(losses).sum()
+                results = [self._lane(latents, blocks, weights) for blocks in lanes]
+        total = torch.zeros((), dtype=torch.float64, device=grad.device)
+        sums = [torch.zeros_like(project), torch.zeros_like(w1[:, nz:]), *(torch.zeros_like(p) for p in weights[2:])]
+        for loss, lane_sums, latent_grads in results:  # in lane and block order: the sums do not depend on the threads
+            total += loss
+            for acc, part in zip(sums, lane_sums):
+                acc.add_(part)
+            for index, dlat in latent_grads:
+                grad.index_add_(0, index, dlat)
+        d_project, d_w1_off, d_b1, d_w2, d_b2 = sums
+        hidden.weight.grad[:, :nz] += d_project.view(self.z, self.n, width).permute(2, 1, 0).reshape(width, nz)
+        hidden.weight.grad[:, nz:] += d_w1_off
+        hidden.bias.grad += d_b1
+        out.weight.grad += d_w2
+        out.bias.grad += d_b2
+        return total
 
-    def _lane(self, latents: Tensor, piece: Pass, out: list[Tensor]) -> Tensor:
-        """Accumulate rows ``piece`` into ``out`` = [grad, dW1, db1, dW2, db2]; return their loss (float64)."""
-        g, hidden, decoder_out = self.group, self.decoder.hidden, self.decoder.out
-        w1, b1, w2, b2 = hidden.weight.detach(), hidden.bias.detach(), decoder_out.weight.detach(), decoder_out.bias.detach()
-        grad, dw1, db1, dw2, db2 = out
-        w1_lat = w1[:, : self.nz]  # [W, nz] (a view; BLAS takes its stride)
+    def _lane(self, latents: Tensor, blocks: list[Block], weights: tuple[Tensor, ...]):
+        """The loss (float64), weight-gradient sums [dP, dW1_off, db1, dW2, db2] and per-block (latent indices,
+        latent gradient [u, z]) of one lane's blocks."""
+        g = self.group
+        project, w1_off_t, b1, w2, b2 = weights
+        width = b1.shape[0]
+        d_project, d_w1_off = torch.zeros_like(project), torch.zeros(width, w1_off_t.shape[0], device=b1.device)
+        d_b1, d_w2, d_b2 = torch.zeros_like(b1), torch.zeros_like(w2), torch.zeros_like(b2)
         total = torch.zeros((), dtype=torch.float64, device=g.device)
-        for a in range(piece.start, piece.stop, self.micro_batch):
-            sl = slice(a, min(a + self.micro_batch, piece.stop))
-            idx = g.nbr[sl].reshape(-1)
-            rows = sl.stop - sl.start
-            x = torch.cat([latents.index_select(0, idx).reshape(rows, -1), g.off[sl]], dim=1)  # [M, F]
-            h = torch.addmm(b1, x, w1.t()).relu_()  # [M, W]
-            residual = torch.addmm(b2, h, w2.t()) - g.target[sl]  # [M, C]
-            weight = g.weight[sl]
+        latent_grads = []
+        for block in blocks:
+            off = g.off[block.rows]
+            lat = latents.index_select(0, block.latents)  # [u, z]
+            table = lat @ project  # [u, nW]
+            table[:, :width] += b1  # slot 0 carries the bias: every pixel sums one row of each slot
+            h = functional.embedding_bag(block.gather, table.view(-1, width), mode="sum")  # [m, W]
+            h.addmm_(off, w1_off_t).relu_()
+            residual = torch.addmm(b2, h, w2.t()) - g.target[block.rows]  # [m, C]
+            weight = g.weight[block.rows]
             total += (weight * residual.square()).sum().double()
             dy = residual.mul_(2.0 * weight)
-            dw2.addmm_(dy.t(), h)
-            db2.add_(dy.sum(0))
-            dh = torch.ops.aten.threshold_backward(dy @ w2, h, 0.0)  # [M, W]
-            dw1.addmm_(dh.t(), x)
-            db1.add_(dh.sum(0))
-            grad.index_add_(0, idx, (dh @ w1_lat).reshape(idx.numel(), -1))
-        return total
+            d_w2.addmm_(dy.t(), h)
+            d_b2.add_(dy.sum(0))
+            dh = torch.ops.aten.threshold_backward(dy @ w2, h, 0.0)  # [m, W]
+            d_w1_off.addmm_(dh.t(), off)
+            d_b1.add_(dh.sum(0))
+            scattered = functional.embedding_bag(block.scatter, dh, block.scatter_offsets, mode="sum")
+            back = scattered.view(lat.shape[0], -1)  # G [u, nW]
+            d_project.addmm_(lat.t(), back)
+            latent_grads.append((block.latents, back @ project.t()))
+        return total, (d_project, d_w1_off, d_b1, d_w2, d_b2), latent_grads

@@ -38,7 +38,6 @@ Progress = Callable[[int, Tensor], None]
 
 CPU_MICRO_BATCH = 2048  # pixels per matmul block on CPU, so activations stay in cache
 GPU_MICRO_BATCH = 1 << 20  # pixels per matmul block on CUDA: large enough to fill the device, ~2.5 GB of activations
-AUTO_FACTORED_TABLE_BYTES = 64 << 20  # "auto" picks the dense engine for groups whose factored tables exceed this
 MATMUL_DTYPES = {"32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
 
@@ -118,17 +117,12 @@ class LatentGradient:
 
 
 def resolve_engine(engine: str, group: FieldGroup, decoder: Decoder) -> str:
-    """The engine "auto" stands for: on the CPU "factored" while its per-latent tables (Q and its gradient,
-    2 · K n · W float32 for the group's K latents) fit ``AUTO_FACTORED_TABLE_BYTES``, else "dense"; on CUDA
-    "dense" until the device's figures are measured. Measured on the 2-core CPU (``docs/benchmarks.md``,
-    "Factored engine"): factored 1.59x dense on 28² digits, 1.5x on 16³ volumes, 1.22x on 1-D signals and
-    1.04x on 427×640 photos."""
+    """The engine "auto" stands for: "factored" on the CPU, "dense" on CUDA until the device's figures are
+    measured. Measured on the 2-core CPU (``docs/benchmarks.md``, "Factored engine"): factored faster than
+    dense on 28² digits, 16³ volumes, 1-D signals and full-resolution photos."""
     if engine != "auto":
         return engine
-    if group.device.type != "cpu":
-        return "dense"
-    table = 2 * int(group.latents.shape[0]) * decoder.neighbours * decoder.hidden.out_features * 4
-    return "factored" if table <= AUTO_FACTORED_TABLE_BYTES else "dense"
+    return "factored" if group.device.type == "cpu" else "dense"
 
 
 def latent_gradient(engine: str, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32):

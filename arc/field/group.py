@@ -11,7 +11,7 @@ single element-wise optimiser is exactly per-image Adam.
 Pixel schedule (the original code's, thesis App. A): each image's permutation of its P pixels is cut
 into chunks of m = max(1, floor(pixel_fraction * P)); step t supervises chunk
 t mod ceil(P / m). The pixel table is laid out by (chunk count c, phase r,
-image, pixel: permutation order, row-major for a large image), so the pixels
+image, pixel: permutation order, Z-order of the grid for a large image), so the pixels
 of step t for all images with c chunks are one contiguous slice: a step is a
 few slices of precomputed tables and no per-image Python work (the tables
 themselves are built with whole-group tensor operations). Slices longer than the pixel budget are split into
@@ -37,7 +37,7 @@ from arc.field.offsets import offset_statistics, standardise
 from arc.field.prepare import PreparedImages, prepare_images
 
 MIN_MSE = 1e-10  # PSNR is capped at 100 dB for a perfect reconstruction
-LOCAL_ORDER_PIXELS = 2048  # an image supervising more pixels per step has them in row-major order (cache locality)
+LOCAL_ORDER_PIXELS = 2048  # an image supervising more pixels per step has them in Z-order of the grid (cache locality)
 
 
 def chunk_size(pixels: int, pixel_fraction: float) -> int:
@@ -55,6 +55,27 @@ class Pass:
     @property
     def size(self) -> int:
         return self.stop - self.start
+
+
+def grid_coordinates(pixel: Tensor, sizes: Tensor) -> Tensor:
+    """Grid coordinates [N, D] (int64, first axis first) of row-major point indices ``pixel`` [N] in samples of
+    shapes ``sizes`` [N, D]."""
+    coords, rest = [], pixel
+    for axis in range(sizes.shape[1] - 1, 0, -1):
+        coords.append(rest % sizes[:, axis])
+        rest = rest // sizes[:, axis]
+    return torch.stack([rest, *coords[::-1]], 1)
+
+
+def z_order(coords: Tensor) -> Tensor:
+    """Morton (Z-order) codes [N] int64 of grid coordinates [N, D] (each < 2^(63 // D)): their bits interleaved,
+    so any run of consecutive codes covers a few compact cells of the grid."""
+    dims = coords.shape[1]
+    code = torch.zeros(coords.shape[0], dtype=torch.int64, device=coords.device)
+    for bit in range(63 // dims):
+        for axis in range(dims):
+            code |= ((coords[:, axis] >> bit) & 1) << (bit * dims + dims - 1 - axis)
+    return code
 
 
 def _split(start: int, stop: int, budget: int) -> list[Pass]:
@@ -127,24 +148,23 @@ class FieldGroup:
         phase = rank // chunk[image]
         chunk_pixels = torch.minimum(chunk[image], pixels[image] - phase * chunk[image])  # the last chunk may be short
         # rows ordered by (chunk count c, phase r, image), inside by permutation order, or for an image whose
-        # chunk spans several blocks by pixel (row-major): a block then reads the latents of one strip of the
-        # image, which stay in cache (the step's pixels are the same; only the order of its sums changes)
+        # chunk spans several blocks in Z-order of the grid: a block then covers a few compact cells of the image
+        # and reads few latents, which stay in cache (the step's pixels are the same; only the order of its sums
+        # changes)
         most = int(phases.max())
         slot = phases[image] * most + phase  # (c, r) slot, ascending in c then r
-        local = chunk[image] > LOCAL_ORDER_PIXELS  # rows of large images: row-major inside their chunk
-        within = torch.where(local, prepared.perm, rank)  # rank: the permutation order, kept for small images
-        order = torch.sort((slot * batch + image) * int(pixels.max()) + within).indices
+        within = rank.clone()  # the permutation order, kept for small images
+        local = chunk[image] > LOCAL_ORDER_PIXELS
+        if bool(local.any()):
+            within[local] = z_order(grid_coordinates(prepared.perm[local], prepared.sizes[image[local]]))
+        order = torch.sort(within, stable=True).indices
+        order = order[torch.sort((slot * batch + image)[order], stable=True).indices]
         image, phase, chunk_pixels, slot = image[order], phase[order], chunk_pixels[order], slot[order]
         pixel = prepared.perm[order]
         row = pixel_start[image] + pixel
         latent_start = self.latent_offset - prepared.latent_counts
         nbr = prepared.nbr[row] + latent_start[image, None]  # [T, n] global latent index
-        coords, rest = [], pixel  # the pixel's grid coordinates, last axis first (row-major)
-        for axis in range(self.dims - 1, 0, -1):
-            size = prepared.sizes[image, axis]
-            coords.append(rest % size)
-            rest = rest // size
-        query = torch.stack([rest, *coords[::-1]], 1).float()
+        query = grid_coordinates(pixel, prepared.sizes[image]).float()
         raw = (prepared.pos[nbr] - query[:, None, :]).reshape(-1, self.dims * n)  # latent - pixel [px]
         if self.field.offset_mode == "per_image":
             mean, std = offset_statistics(raw, image, batch)
