@@ -2,16 +2,18 @@
 hand-written kernels of :mod:`arc.field.decoder_grad`) and, with ``--reference-loop``, the same steps through
 autograd (the computation pretraining ran before issue 16), alternated ``--repeats`` times, best time of each.
 
-FLOPs are the decoder matmuls counted analytically: with F = n(z+D) inputs, width W = F and C outputs a
-supervised pixel costs
+FLOPs are the decoder matmuls the kernels run, counted analytically as for the factored fitting engine
+(``tools/bench_fit.py``): with F = n(z+D) inputs, width W = F, C outputs and K latents, a step costs per latent
 
-    forward          2FW + 2WC
-    input gradient   2WC + 2W*n*z   (dh = dy W2, dlatent = dh W1[:, :n*z])
-    weight gradient  2WC + 2WF      (dW2 = dy^T h, dW1 = dh^T x; the bias sums are not counted)
+    6nzW            (its table Q = lat P, the latent gradient G P^T and the projection's gradient lat^T G)
 
-and each image adds one full decode of its P pixels (2FW + 2WC each) for its PSNR:
-``gflop_per_image = (S * (4FW + 6WC + 2Wnz) + P * (2FW + 2WC)) / 1e9`` with S the pixels supervised over all
-steps. Timings are end to end (group preparation, the steps, the final decode).
+and a supervised pixel
+
+    forward          2nDW + 2WC + nW   (offsets' part, output layer, the n-row table sum)
+    backward         4WC + 2nDW + nW   (dW2 = dy^T h, dh = dy W2, dW1_off = dh^T off, dh summed per table row)
+
+(the bias sums are not counted), and each image adds one full decode of its P pixels (2FW + 2WC each) for
+its PSNR. Timings are end to end (group preparation, the steps, the final decode).
 """
 from __future__ import annotations
 
@@ -23,19 +25,21 @@ import torch
 
 from arc.field import FieldConfig, FitConfig, JointTraining, PretrainConfig, pretrain_decoder
 from arc.field.original import pretrain_image_by_image
+from arc.field.sampling import sample_latent_count
 
 
-def pretrain_gflop_per_sample(shape: tuple[int, ...], field: FieldConfig, channels: int, pretrain: PretrainConfig,
-                              supervised_pixels) -> float:
+def pretrain_gflop_per_sample(shape: tuple[int, ...], latents: int, field: FieldConfig, channels: int,
+                              pretrain: PretrainConfig, supervised_pixels) -> float:
     """Decoder FLOPs (forward, input and weight gradients, final decode) of pretraining on one sample of spatial
-    shape S, in GFLOP; ``supervised_pixels(P, fit)`` counts the schedule's pixels."""
-    n, z = field.neighbours, field.latent_dim
-    f = w = n * (z + len(shape))
+    shape S with ``latents`` latents, in GFLOP; ``supervised_pixels(P, fit)`` counts the schedule's pixels."""
+    n, z, d = field.neighbours, field.latent_dim, len(shape)
+    f = w = n * (z + d)
     pixels = math.prod(shape)
-    per_step_pixel = 4 * f * w + 6 * w * channels + 2 * w * n * z
+    per_step_pixel = 4 * n * d * w + 6 * w * channels + 2 * n * w
     per_decode_pixel = 2 * f * w + 2 * w * channels
     schedule = FitConfig(steps=pretrain.steps, pixel_fraction=pretrain.pixel_fraction)
-    return (supervised_pixels(pixels, schedule) * per_step_pixel + pixels * per_decode_pixel) / 1e9
+    return (pretrain.steps * 6 * latents * n * z * w + supervised_pixels(pixels, schedule) * per_step_pixel
+            + pixels * per_decode_pixel) / 1e9
 
 
 def autograd_step(training: JointTraining, step: int, optimiser: torch.optim.Optimizer) -> torch.Tensor:
@@ -81,6 +85,8 @@ def bench_pretrain(args, images: list, field: FieldConfig, peak: float, supervis
                                          pixel_budget=args.pixel_budget)
         return psnr, decoder
 
+    latents = [sample_latent_count(im.shape[1:], math.prod(im.shape[1:]), field) for im in images]  # K = floor(rho P)
+
     best = ref_best = orig_best = math.inf
     for _ in range(max(1, args.repeats)):
         psnr, decoder, seconds = timed(engine)
@@ -99,8 +105,8 @@ def bench_pretrain(args, images: list, field: FieldConfig, peak: float, supervis
             seconds = time.perf_counter() - start
             orig_best = min(orig_best, seconds)
             log(f"original loop: {pretrain.steps / seconds:.2f} steps/s, {float(orig_psnr.mean()):.2f} dB")
-    flop = sum(pretrain_gflop_per_sample(tuple(im.shape[1:]), field, channels, pretrain, supervised_pixels)
-               for im in images)
+    flop = sum(pretrain_gflop_per_sample(tuple(im.shape[1:]), k, field, channels, pretrain, supervised_pixels)
+               for im, k in zip(images, latents))
     result = {
         "source": args.source, "stage": "pretrain", "device": str(device), "threads": torch.get_num_threads(),
         "load_average_start": load_start, "images": count, "image_size": list(images[0].shape),

@@ -139,7 +139,7 @@ class FitConfig:
         engine: how the latent gradient is computed: "dense" (the decoder per pixel,
             :class:`arc.field.fitting.LatentGradient`), "factored" (the first layer per latent,
             :class:`arc.field.factored.FactoredGradient`, about a quarter of the arithmetic) or "auto"
-            (:func:`arc.field.fitting.resolve_engine`: the one measured faster for the device and group).
+            (:func:`arc.field.fitting.resolve_engine`: the one measured faster for the device).
             The results are equal up to float rounding, so, like ``pixel_budget`` and the device, it is
             not part of the store key (:meth:`result_settings`).
         init: where the latents start: "uniform" (U(±1e-4), the paper's) or "patch" (the map from the 5x5
