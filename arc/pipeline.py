@@ -41,7 +41,7 @@ from arc.store import default_decoder_path as keyed_decoder_path
 log = logging.getLogger(__name__)
 
 Barrier = Callable[[], None]
-PIXEL_TABLE_BYTES = 72  # the fitting engine's pixel tables per image pixel (FitConfig.pixel_budget)
+PIXEL_TABLE_BYTES = 72 + 32  # per image pixel: the pixel tables and the factored engine's block indices (fit.pixel_budget)
 
 
 def _no_barrier() -> None:
@@ -287,9 +287,9 @@ def _fit_shards(source: ImageSource, field: FieldConfig, fit: FitConfig, store: 
         split = source.split(split_name)
         if shards and source.largest_pixels:
             need = fitting_memory(source.largest_pixels, store.shard_size, fit, groups)
-            log.info("anchor %s: images of up to %d pixels; fitting memory about %.2f GiB (%d groups at once, 72 B per "
+            log.info("anchor %s: images of up to %d pixels; fitting memory about %.2f GiB (%d groups at once, %d B per "
                      "image pixel; fit.pixel_budget and the source option max_pixels bound it)", split_name,
-                     source.largest_pixels, need / 2**30, groups)
+                     source.largest_pixels, need / 2**30, groups, PIXEL_TABLE_BYTES)
         started = time.perf_counter()
         total = sum(min(store.shard_size, len(split) - k * store.shard_size) for k in shards)
         # counted in image-steps, shown in images (unit_scale), so the rate reads images/s
@@ -336,7 +336,7 @@ def _record(source: ImageSource, store: CloudStore, splits: Sequence[str]) -> No
 
 
 def fitting_memory(image_pixels: int, images: int, fit: FitConfig, groups_at_once: int) -> int:
-    """Bytes the fitting engine's pixel tables take (about 72 per image pixel of a group) for
+    """Bytes the fitting engine's tables take (``PIXEL_TABLE_BYTES`` per image pixel of a group) for
     ``groups_at_once`` groups of ``images`` images of at most ``image_pixels`` pixels each."""
     group_pixels = min(images * image_pixels, max(image_pixels, int(fit.pixel_budget / fit.pixel_fraction)))
     return PIXEL_TABLE_BYTES * group_pixels * groups_at_once

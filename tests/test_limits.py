@@ -66,6 +66,6 @@ def test_a_large_image_in_an_image_folder_is_downscaled_with_one_counted_line(tm
 
 def test_the_memory_estimate_follows_the_pixel_tables():
     fit = FitConfig(pixel_budget=4_000_000, pixel_fraction=0.25)
-    assert fitting_memory(784, 1024, fit, 1) == 72 * 784 * 1024  # a shard of small images is one group
-    assert fitting_memory(1024 * 1024, 1024, fit, 2) == 72 * 16_000_000 * 2  # groups bounded by the budget
-    assert fitting_memory(12_000_000 * 2, 1024, fit, 1) == 72 * 24_000_000  # one image larger than a group
+    assert fitting_memory(784, 1024, fit, 1) == 104 * 784 * 1024  # a shard of small images is one group
+    assert fitting_memory(1024 * 1024, 1024, fit, 2) == 104 * 16_000_000 * 2  # groups bounded by the budget
+    assert fitting_memory(12_000_000 * 2, 1024, fit, 1) == 104 * 24_000_000  # one image larger than a group
