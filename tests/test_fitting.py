@@ -344,3 +344,5 @@ def test_z_order_interleaves_the_bits_of_the_coordinates(dims):
     first_cell = codes < 2**dims  # the first 2^D codes fill the unit cube at the origin
     assert torch.equal(coords[first_cell].amax(0), torch.ones(dims, dtype=torch.long))
     assert int(z_order(torch.tensor([[0, 1]]))) == 1 and int(z_order(torch.tensor([[1, 0]]))) == 2
+    with pytest.raises(ValueError, match="more than 63 bits"):
+        z_order(torch.tensor([[2**21, 0, 0]]))

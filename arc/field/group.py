@@ -68,11 +68,14 @@ def grid_coordinates(pixel: Tensor, sizes: Tensor) -> Tensor:
 
 
 def z_order(coords: Tensor) -> Tensor:
-    """Morton (Z-order) codes [N] int64 of grid coordinates [N, D] (each < 2^(63 // D)): their bits interleaved,
-    so any run of consecutive codes covers a few compact cells of the grid."""
+    """Morton (Z-order) codes [N] int64 of grid coordinates [N, D] (non-negative, each < 2^(63 // D)): their bits
+    interleaved, so any run of consecutive codes covers a few compact cells of the grid."""
     dims = coords.shape[1]
     code = torch.zeros(coords.shape[0], dtype=torch.int64, device=coords.device)
-    for bit in range(63 // dims):
+    bits = int(coords.max()).bit_length() if coords.numel() else 0
+    if bits * dims > 63:
+        raise ValueError(f"Z-order codes of {dims}-D coordinates up to {int(coords.max())} need more than 63 bits")
+    for bit in range(bits):
         for axis in range(dims):
             code |= ((coords[:, axis] >> bit) & 1) << (bit * dims + dims - 1 - axis)
     return code
