@@ -55,6 +55,7 @@ def test_tiny_cpu_run_writes_every_entry_with_numbers(tmp_path):
     for case in ("shapes320x3", "full"):
         pretraining = results[f"fit/{case}/pretrain-original"]["result"]
         assert pretraining["stage"] == "pretrain" and pretraining["original_steps_per_s"] > 0
+        assert pretraining["decoder_max_abs_diff"] < 1e-2 and pretraining["reference_steps_per_s"] > 0  # kernels = autograd
     spconv = results["spconv/check"]["result"]
     assert spconv["pure_forward_ms"] > 0 and spconv["pure_forward_backward_ms"] > 0
     assert spconv["spconv"].startswith("spconv unavailable")  # never used for CPU tensors

@@ -15,7 +15,8 @@ Entries of ``results`` (each with the ``command`` that reproduces it, ``status``
 - ``fit/<case>/original``: the re-created original loop (``arc.field.original``, one image at a time by
   autograd) on a few of the case's images on the same device, the original's own setting;
 - ``fit/<case>/pretrain-original`` (``shapes320x3`` and ``full``): pretraining on the case's pretrain
-  images by the engine and by the original's per-image loop, side by side;
+  images by the engine, by autograd (``decoder_max_abs_diff``: the hand-written kernels checked on the
+  device) and by the original's per-image loop, side by side;
 - ``spconv/check``: spconv's submanifold conv against the pure-PyTorch path, forward and backward
   on a random point batch, with timings of both (``device_check.py spconv``); "spconv unavailable"
   when spconv does not import (or the tensors are not on CUDA, where it is never used);
@@ -226,12 +227,13 @@ def bench_fit_argv(case: FitCase, work: Path, device: str, step: str, tiny: bool
     """Arguments of ``tools/bench_fit.py`` for one entry of a case: a precision (decoder from its pretrain entry),
     ``original`` (the re-created original loop on ``original_images`` images, with the dense engine on the same
     images; the full batch's rate is the precision-32 entry's) or ``pretrain-original`` (pretraining on the case's
-    pretrain images by the engine and by the original's loop)."""
+    pretrain images by the engine, by autograd (the kernels' largest weight difference on the device) and by the
+    original's loop)."""
     source = ["--source", f"npz:{work / case.name}.npz", "--device", device, "--json"]
     source += ["--peak-size", "256"] if tiny else []
     if step == "pretrain-original":
         return source + ["--stage", "pretrain", "--images", str(case.pretrain), "--pretrain-steps",
-                         str(case.pretrain_steps), "--original-loop", "--repeats", "1"]
+                         str(case.pretrain_steps), "--original-loop", "--reference-loop", "--repeats", "1"]
     images = case.original_images if step == "original" else case.images
     argv = source + ["--images", str(images), "--steps", str(case.steps), "--decoder", f"{work / case.name}.safetensors"]
     if step == "original":
