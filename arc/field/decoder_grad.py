@@ -27,7 +27,6 @@ from contextlib import ExitStack
 
 import torch
 from torch import Tensor
-from torch.nn import functional
 
 from arc.field.decoder import Decoder
 from arc.field.factored import Block, pixel_blocks
@@ -118,23 +117,16 @@ class JointGradient:
         total = torch.zeros((), dtype=torch.float64, device=g.device)
         latent_grads = []
         for block in blocks:
-            off = g.off[block.rows]
-            lat = latents.index_select(0, block.latents)  # [u, z]
-            table = lat @ project  # [u, nW]
-            table[:, :width] += b1  # slot 0 carries the bias: every pixel sums one row of each slot
-            h = functional.embedding_bag(block.gather, table.view(-1, width), mode="sum")  # [m, W]
-            h.addmm_(off, w1_off_t).relu_()
-            residual = torch.addmm(b2, h, w2.t()) - g.target[block.rows]  # [m, C]
+            lat, h, residual = block.forward(g, latents, project, w1_off_t, b1, w2, b2)
             weight = g.weight[block.rows]
             total += (weight * residual.square()).sum().double()
             dy = residual.mul_(2.0 * weight)
             d_w2.addmm_(dy.t(), h)
             d_b2.add_(dy.sum(0))
             dh = torch.ops.aten.threshold_backward(dy @ w2, h, 0.0)  # [m, W]
-            d_w1_off.addmm_(dh.t(), off)
+            d_w1_off.addmm_(dh.t(), g.off[block.rows])
             d_b1.add_(dh.sum(0))
-            scattered = functional.embedding_bag(block.scatter, dh, block.scatter_offsets, mode="sum")
-            back = scattered.view(lat.shape[0], -1)  # G [u, nW]
+            back = block.table_gradient(dh)  # G [u, nW]
             d_project.addmm_(lat.t(), back)
             latent_grads.append((block.latents, back @ project.t()))
         return total, (d_project, d_w1_off, d_b1, d_w2, d_b2), latent_grads

@@ -49,6 +49,23 @@ class Block:
     scatter: Tensor
     scatter_offsets: Tensor
 
+    def forward(self, group: FieldGroup, latents: Tensor, project: Tensor, w1_off_t: Tensor, b1: Tensor, w2: Tensor,
+                b2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The decoder on the block's pixels, the first layer through the block's table -> (its latents [u, z],
+        h [m, W] after the ReLU, residual y - target [m, C]). ``project`` [z, nW] (its dtype is the projection's
+        precision), ``w1_off_t`` [nD, W]; everything else float32."""
+        lat = latents.index_select(0, self.latents)
+        table = (lat.to(project.dtype) @ project).float()  # [u, nW]
+        width = b1.shape[0]
+        table[:, :width] += b1  # slot 0 carries the bias: every pixel sums one row of each slot
+        h = functional.embedding_bag(self.gather, table.view(-1, width), mode="sum")  # [m, W] = sum_j Q[k_j, j]
+        h.addmm_(group.off[self.rows], w1_off_t).relu_()
+        return lat, h, torch.addmm(b2, h, w2.t()) - group.target[self.rows]
+
+    def table_gradient(self, dh: Tensor) -> Tensor:
+        """dh [m, W] of the block's pixels summed per table row -> G [u, nW]."""
+        return functional.embedding_bag(self.scatter, dh, self.scatter_offsets, mode="sum").view(self.latents.numel(), -1)
+
 
 def pixel_blocks(nbr: Tensor, piece: Pass, size: int) -> list[Block]:
     """The pass's rows cut into blocks of ``size`` pixels, with the index tables of each (``nbr`` [T, n]: the
@@ -84,7 +101,6 @@ class FactoredGradient:
         self.w1_off_t = w1[:, n * z :].t()  # [nD, W]
         self.b1 = decoder.hidden.bias.detach().to(group.device, torch.float32)
         self.w2 = decoder.out.weight.detach().to(group.device, torch.float32)  # [C, W]
-        self.w2_t = self.w2.t()
         self.b2 = decoder.out.bias.detach().to(group.device, torch.float32)
         self.n = n
         self.dtype = dtype
@@ -109,19 +125,12 @@ class FactoredGradient:
 
     def _block(self, block: Block, latents: Tensor, total: Tensor | None) -> Tensor:
         """Forward and backward of the block's pixels -> the gradient [u, z] of the latents it reads."""
-        g = self.group
-        lat = latents.index_select(0, block.latents)  # [u, z]
-        table = (lat.to(self.dtype) @ self.project).float()  # [u, nW]
-        table[:, : self.width] += self.b1  # slot 0 carries the bias: every pixel sums one row of each slot
-        h = functional.embedding_bag(block.gather, table.view(-1, self.width), mode="sum")  # [m, W]
-        h.addmm_(g.off[block.rows], self.w1_off_t).relu_()
-        residual = torch.addmm(self.b2, h, self.w2_t) - g.target[block.rows]
-        weight = g.weight[block.rows]
+        lat, h, residual = block.forward(self.group, latents, self.project, self.w1_off_t, self.b1, self.w2, self.b2)
+        weight = self.group.weight[block.rows]
         if total is not None:
             total += (weight * residual.square()).sum().double()
         dh = torch.ops.aten.threshold_backward((residual * (2.0 * weight)) @ self.w2, h, 0.0)  # [m, W]
-        scattered = functional.embedding_bag(block.scatter, dh, block.scatter_offsets, mode="sum")  # [u n, W]
-        back = scattered.view(lat.shape[0], -1)
+        back = block.table_gradient(dh)
         if self.dtype == torch.float32:
             return back @ self.project.t()
         return (back.to(self.dtype) @ self.project.t()).to(lat.dtype)
