@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from arc.field.decoder import Decoder
-from arc.field.factored import Block, pixel_blocks
+from arc.field.factored import Block, latent_projection, pixel_blocks
 from arc.field.fitting import CPU_MICRO_BATCH, GPU_MICRO_BATCH, intra_op_threads
 from arc.field.group import FieldGroup, Pass
 
@@ -75,8 +75,7 @@ class JointGradient:
         hidden, out = self.decoder.hidden, self.decoder.out
         nz, width = self.n * self.z, hidden.out_features
         w1 = hidden.weight.detach()
-        # project[c, j W + o] = W1[o, j z + c]: latents [k, z] @ project = Q [k, n, W] flattened
-        project = w1[:, :nz].reshape(width, self.n, self.z).permute(2, 1, 0).reshape(self.z, self.n * width).contiguous()
+        project = latent_projection(w1, self.n, self.z).contiguous()  # [z, nW]
         weights = (project, w1[:, nz:].t(), hidden.bias.detach(), out.weight.detach(), out.bias.detach())
         latents = latents.detach()
         lanes = self.lane_blocks(piece)

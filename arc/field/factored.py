@@ -67,6 +67,13 @@ class Block:
         return functional.embedding_bag(self.scatter, dh, self.scatter_offsets, mode="sum").view(self.latents.numel(), -1)
 
 
+def latent_projection(w1: Tensor, neighbours: int, latent_dim: int) -> Tensor:
+    """The latent part of the first layer's weight W1 [W, n(z + D)] rearranged as P [z, nW] with
+    P[c, j W + o] = W1[o, j z + c], so that latents [k, z] @ P = Q [k, n, W] flattened."""
+    width, nz = w1.shape[0], neighbours * latent_dim
+    return w1[:, :nz].reshape(width, neighbours, latent_dim).permute(2, 1, 0).reshape(latent_dim, neighbours * width)
+
+
 def pixel_blocks(nbr: Tensor, piece: Pass, size: int) -> list[Block]:
     """The pass's rows cut into blocks of ``size`` pixels, with the index tables of each (``nbr`` [T, n]: the
     group's global latent indices)."""
@@ -95,14 +102,11 @@ class FactoredGradient:
     def __init__(self, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32, micro_batch: int = 2048) -> None:
         n, z = decoder.neighbours, decoder.latent_dim
         w1 = decoder.hidden.weight.detach().to(group.device, torch.float32)  # [W, n(z + D)]
-        self.width = w1.shape[0]
-        # project[c, j W + o] = W1[o, j z + c]: latents [K, z] @ project = Q [K, n, W] flattened
-        self.project = w1[:, : n * z].reshape(self.width, n, z).permute(2, 1, 0).reshape(z, n * self.width).to(dtype).contiguous()
+        self.project = latent_projection(w1, n, z).to(dtype).contiguous()  # [z, nW]
         self.w1_off_t = w1[:, n * z :].t()  # [nD, W]
         self.b1 = decoder.hidden.bias.detach().to(group.device, torch.float32)
         self.w2 = decoder.out.weight.detach().to(group.device, torch.float32)  # [C, W]
         self.b2 = decoder.out.bias.detach().to(group.device, torch.float32)
-        self.n = n
         self.dtype = dtype
         self.group = group
         self.micro_batch = max(1, int(micro_batch))
