@@ -88,8 +88,8 @@ def test_auto_picks_the_engine_measured_faster_for_the_device():
     import arc.field.fitting as fitting
 
     group, decoder = _group((9, 11), 1, "spacing")
-    assert fitting.resolve_engine("auto", group, decoder) == "factored"  # the CPU
+    assert fitting.resolve_engine("auto", group) == "factored"  # the CPU
     assert isinstance(latent_gradient("auto", decoder, group), FactoredGradient)
-    assert fitting.resolve_engine("dense", group, decoder) == "dense"
+    assert fitting.resolve_engine("dense", group) == "dense"
     on_cuda = SimpleNamespace(device=torch.device("cuda"), latents=group.latents)
-    assert fitting.resolve_engine("auto", on_cuda, decoder) == "dense"  # until GPU figures exist
+    assert fitting.resolve_engine("auto", on_cuda) == "dense"  # until GPU figures exist

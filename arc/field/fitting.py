@@ -116,7 +116,7 @@ class LatentGradient:
         return sum(totals) if loss else None
 
 
-def resolve_engine(engine: str, group: FieldGroup, decoder: Decoder) -> str:
+def resolve_engine(engine: str, group: FieldGroup) -> str:
     """The engine "auto" stands for: "factored" on the CPU, "dense" on CUDA until the device's figures are
     measured. Measured on the 2-core CPU (``docs/benchmarks.md``, "Factored engine"): factored faster than
     dense on 28² digits, 16³ volumes, 1-D signals and full-resolution photos."""
@@ -128,7 +128,7 @@ def resolve_engine(engine: str, group: FieldGroup, decoder: Decoder) -> str:
 def latent_gradient(engine: str, decoder: Decoder, group: FieldGroup, dtype: torch.dtype = torch.float32):
     """The step gradient of ``engine`` ("dense": :class:`LatentGradient`, "factored": :class:`FactoredGradient`,
     "auto": :func:`resolve_engine`)."""
-    engine = resolve_engine(engine, group, decoder)
+    engine = resolve_engine(engine, group)
     if engine == "factored":
         cpu = group.device.type == "cpu"
         return FactoredGradient(decoder, group, dtype, CPU_MICRO_BATCH if cpu else min(group.pixel_budget, GPU_MICRO_BATCH))
